@@ -1,0 +1,213 @@
+"""One comparison for every suite: structure first, then statistics, then a verdict a user can act on.
+
+All statistics are computed in float64 after casting both sides up. Relative error divides by |ref|
+(elements where ref == 0 are left out of max rel). See modelparity.tolerance for the pass rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelparity.tolerance import Tolerance
+
+@dataclass
+class OutputComparison:
+    """Statistics of one named output, format against reference."""
+
+    name: str
+    tolerance: Tolerance
+    problems: list[str] = field(default_factory=list)
+    shape: tuple[int, ...] = ()
+    elements: int = 0
+    max_abs: float = 0.0
+    max_abs_index: tuple[int, ...] = ()
+    ref_at_max_abs: float = 0.0
+    out_at_max_abs: float = 0.0
+    max_rel: float = 0.0
+    max_rel_index: tuple[int, ...] = ()
+    mean_abs: float = 0.0
+    p99_abs: float = 0.0
+    cosine: float = 1.0
+    out_of_tolerance: int = 0
+    nonfinite_mismatch: int = 0
+    required_atol: float = 0.0
+    ref_abs_max: float = 0.0
+    top1_agreement: float | None = None
+    top5_agreement: float | None = None
+    abs_error_histogram: list[int] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tolerance"] = self.tolerance.to_dict()
+        data["passed"] = self.passed
+        return data
+
+
+@dataclass
+class Comparison:
+    """The verdict over all outputs; `message()` is the failure text."""
+
+    label: str
+    structural: list[str]
+    outputs: list[OutputComparison]
+
+    @property
+    def passed(self) -> bool:
+        return not self.structural and all(o.passed for o in self.outputs)
+
+    @property
+    def worst_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=float("nan"))
+
+    def message(self) -> str:
+        lines = [f"{self.label}: {p}" for p in self.structural]
+        for out in self.outputs:
+            head = f"output {out.name!r} [{self.label}]"
+            if out.elements == 0 and out.problems:
+                lines += [f"{head}: {p}" for p in out.problems]
+                continue
+            status = "FAILED" if out.problems else "ok"
+            lines.append(
+                f"{head} {status}: {out.out_of_tolerance}/{out.elements} "
+                f"({out.out_of_tolerance / max(out.elements, 1):.1%}) out of tolerance "
+                f"({out.tolerance.describe()}); max abs {out.max_abs:.3g} at {out.max_abs_index} "
+                f"(ref {out.ref_at_max_abs:.6g}, got {out.out_at_max_abs:.6g}); max rel "
+                f"{out.max_rel:.3g} at {out.max_rel_index}; mean abs {out.mean_abs:.3g}; cosine "
+                f"{out.cosine:.6f}{_topk_text(out)}; would pass with atol>={out.required_atol:.3g}")
+            lines += [f"    {p}" for p in out.problems if not p.startswith("elements")]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"structural": self.structural, "outputs": [o.to_dict() for o in self.outputs]}
+
+
+def _topk_text(out: OutputComparison) -> str:
+    if out.top1_agreement is None:
+        return ""
+    return f"; top-1 agreement {out.top1_agreement:.1%}, top-5 {out.top5_agreement:.1%}"
+
+
+def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
+            tolerance_for: Callable[[str], Tolerance], label: str,
+            classifier_outputs: Sequence[str] = ()) -> Comparison:
+    """Compare `actual` against `reference`, output by output."""
+    structural = []
+    missing = [n for n in reference if n not in actual]
+    extra = [n for n in actual if n not in reference]
+    if missing:
+        structural.append(f"missing outputs {missing} (got {sorted(actual)})")
+    if extra:
+        structural.append(f"unexpected outputs {extra} (expected {list(reference)})")
+    outputs = [_compare_output(name, np.asarray(reference[name]), np.asarray(actual[name]),
+                               tolerance_for(name), name in classifier_outputs)
+               for name in reference if name in actual]
+    return Comparison(label, structural, outputs)
+
+
+def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
+                    classifier: bool) -> OutputComparison:
+    result = OutputComparison(name=name, tolerance=tol, shape=tuple(ref.shape))
+    if out.shape != ref.shape:
+        result.problems.append(f"shape {out.shape}, but the reference has {ref.shape}")
+        return result
+    if out.dtype != ref.dtype:
+        result.problems.append(f"dtype {out.dtype}, but the reference has {ref.dtype}")
+        return result
+    r, o = ref.astype(np.float64), out.astype(np.float64)
+    result.elements = int(r.size)
+    if r.size == 0:
+        return result
+    r_finite, o_finite = np.isfinite(r), np.isfinite(o)
+    nonfinite_mismatch = ~(r_finite & o_finite) & ~((r == o) | (np.isnan(r) & np.isnan(o)))
+    result.nonfinite_mismatch = int(nonfinite_mismatch.sum())
+    both = r_finite & o_finite
+    diff = np.where(both, np.abs(o - r), 0.0)
+    bound = tol.atol + tol.rtol * np.abs(r)
+    result.out_of_tolerance = int(((diff > bound) & both).sum()) + result.nonfinite_mismatch
+    flat = int(np.argmax(diff))
+    result.max_abs = float(diff.flat[flat])
+    result.max_abs_index = tuple(int(i) for i in np.unravel_index(flat, r.shape))
+    result.ref_at_max_abs, result.out_at_max_abs = float(r.flat[flat]), float(o.flat[flat])
+    rel = np.divide(diff, np.abs(r), out=np.zeros_like(diff), where=both & (r != 0))
+    flat_rel = int(np.argmax(rel))
+    result.max_rel = float(rel.flat[flat_rel])
+    result.max_rel_index = tuple(int(i) for i in np.unravel_index(flat_rel, r.shape))
+    result.mean_abs = float(diff[both].mean()) if both.any() else 0.0
+    result.p99_abs = float(np.quantile(diff[both], 0.99)) if both.any() else 0.0
+    result.required_atol = float(np.max(np.where(both, diff - tol.rtol * np.abs(r), 0.0)))
+    result.cosine = _cosine(np.where(both, r, 0.0).ravel(), np.where(both, o, 0.0).ravel())
+    finite_ref = r[r_finite]
+    result.ref_abs_max = float(np.abs(finite_ref).max()) if finite_ref.size else 0.0
+    result.abs_error_histogram = _log_histogram(diff[both])
+    if classifier and r.ndim >= 1 and r.shape[-1] >= 2:
+        rows_r, rows_o = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])
+        top1_r = rows_r.argmax(1)
+        result.top1_agreement = float((rows_o.argmax(1) == top1_r).mean())
+        top5_o = np.argsort(-rows_o, axis=1)[:, :5]
+        result.top5_agreement = float((top5_o == top1_r[:, None]).any(1).mean())
+    if result.nonfinite_mismatch:
+        bad = np.argwhere(nonfinite_mismatch)[0]
+        result.problems.append(f"{result.nonfinite_mismatch} NaN/Inf not in the reference, first at "
+                               f"{tuple(int(i) for i in bad)}")
+    if result.out_of_tolerance > result.nonfinite_mismatch:
+        result.problems.append("elements out of tolerance")
+    if tol.min_top1 is not None and result.top1_agreement is not None \
+            and result.top1_agreement < tol.min_top1:
+        result.problems.append(f"top-1 agreement {result.top1_agreement:.1%} below the required "
+                               f"{tol.min_top1:.0%}")
+    return result
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
+
+
+# Bucket edges for the error distribution in reports: 1e-9 .. 1e+1 by decades, plus zero.
+HISTOGRAM_EDGES = [0.0] + [10.0 ** e for e in range(-9, 2)] + [np.inf]
+
+
+def _log_histogram(values: np.ndarray) -> list[int]:
+    counts, _ = np.histogram(values, bins=HISTOGRAM_EDGES)
+    return [int(c) for c in counts]
+
+
+def uninformative_reasons(reference: Mapping[str, np.ndarray], tolerance_for: Callable[[str], Tolerance],
+                          classifier_outputs: Sequence[str] = ()) -> list[str]:
+    """Why a check against this reference could not fail, with the figures; empty when it can.
+
+    A check is informative when answers that ignore the input would fail it. Two such null answers
+    are tried per output: the reference's mean everywhere, and (with two or more rows) every row's
+    answer given to the next input. If either passes the tolerance, so would a broken export. A
+    classifier output whose rows all share one top-1 class is uninformative too.
+    """
+    reasons = []
+    for name, value in reference.items():
+        ref = np.asarray(value)
+        if ref.size == 0 or not np.issubdtype(ref.dtype, np.floating):
+            continue
+        tol = tolerance_for(name)
+        nulls = {"the reference mean everywhere": np.full_like(ref, np.nanmean(ref))}
+        if ref.ndim >= 1 and ref.shape[0] >= 2:
+            nulls["each input's answer given to the next input"] = np.roll(ref, 1, axis=0)
+        for label, null in nulls.items():
+            verdict = _compare_output(name, ref, null, tol, classifier=False)
+            if verdict.passed:
+                reasons.append(
+                    f"reference uninformative: output {name!r} would pass with {label} "
+                    f"(spread {float(np.nanstd(ref)):.3g}, max |y| {float(np.nanmax(np.abs(ref))):.3g}, "
+                    f"null answer's max abs error {verdict.max_abs:.3g} within {tol.describe()})")
+        if name in classifier_outputs and ref.ndim >= 2 and ref.shape[-1] >= 2:
+            top1 = ref.reshape(-1, ref.shape[-1]).argmax(1)
+            if top1.size >= 2 and np.unique(top1).size == 1:
+                reasons.append(f"reference uninformative: every one of {top1.size} input rows of "
+                               f"output {name!r} has top-1 class {int(top1[0])}")
+    return reasons

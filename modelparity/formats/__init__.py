@@ -1,0 +1,78 @@
+"""The format graph: every format module contributes nodes, in an order where parents come first.
+
+A new format is one module with `formats(graph, options) -> list[Format]`, added to FORMAT_MODULES
+(or given to pytest with --format-plugin, which takes the same function from any module or file).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from modelparity.formats.base import Format, Requirement
+from modelparity.references import import_module_of
+
+FORMAT_MODULES = (
+    "modelparity.formats.torchscript",
+    "modelparity.formats.onnx_export",
+    "modelparity.formats.onnx_fp16",
+    "modelparity.formats.ort_transformers",
+    "modelparity.formats.openvino",
+    "modelparity.formats.onnxruntime",
+)
+
+
+class FormatGraphError(ValueError):
+    """Two nodes share an id, or a node names a parent that does not exist."""
+
+
+class FormatGraph:
+    """Nodes by id, with their chains."""
+
+    def __init__(self, nodes: Iterable[Format] = ()) -> None:
+        self.nodes: dict[str, Format] = {}
+        self.add(nodes)
+
+    def add(self, nodes: Iterable[Format]) -> None:
+        for node in nodes:
+            if node.id in self.nodes:
+                raise FormatGraphError(f"format id {node.id!r} is declared twice")
+            if node.parent is not None and node.parent not in self.nodes:
+                raise FormatGraphError(f"format {node.id!r} names parent {node.parent!r}, which is "
+                                       "not (yet) in the graph")
+            self.nodes[node.id] = node
+
+    def chain(self, format_id: str) -> list[Format]:
+        """The nodes from the root to `format_id`."""
+        chain = []
+        node: Format | None = self.nodes[format_id]
+        while node is not None:
+            chain.append(node)
+            node = self.nodes[node.parent] if node.parent else None
+        return chain[::-1]
+
+    def requirements(self, format_id: str) -> list[Requirement]:
+        seen: dict[str, Requirement] = {}
+        for node in self.chain(format_id):
+            for requirement in node.requires:
+                seen.setdefault(requirement.module, requirement)
+        return list(seen.values())
+
+    def runnable(self, patterns: Sequence[str] = ("*",)) -> list[Format]:
+        """Formats with a runner whose id matches any glob in `patterns`."""
+        return [node for node in self.nodes.values() if node.load is not None
+                and any(fnmatch.fnmatchcase(node.id, p) for p in patterns)]
+
+
+def build_graph(options: Mapping[str, Any], plugins: Sequence[str] = ()) -> FormatGraph:
+    """The built-in formats, then each plugin's, for the resolved `options` (e.g. opsets)."""
+    graph = FormatGraph()
+    modules = [importlib.import_module(name) for name in FORMAT_MODULES]
+    modules += [import_module_of(f"{plugin}:formats") for plugin in plugins]
+    for module in modules:
+        if not hasattr(module, "formats"):
+            raise FormatGraphError(f"{module.__name__} has no formats(graph, options) function")
+        graph.add(module.formats(graph.nodes, options))
+    return graph

@@ -1,0 +1,84 @@
+"""What a format is: one node of the conversion graph, declared as data.
+
+A node may build an artifact (a function run in a child process, referenced as "module:function")
+and may load a runner (in the test process). A node without a builder runs its nearest ancestor's
+artifact with its own options (e.g. ONNX Runtime at one optimisation level). Its id is its parent's
+id and its own name joined by "-", so `onnx-dynamo-fp16-ort` reads as the chain it is.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Runner(Protocol):
+    """Takes and returns named arrays in the model's own layout; `facts` says what really ran."""
+
+    facts: dict[str, Any]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A Python module a format needs, and how to install it."""
+
+    module: str
+    install: str
+
+    def missing(self) -> bool:
+        try:
+            return importlib.util.find_spec(self.module) is None
+        except (ImportError, ValueError):
+            return True
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What a runner is loaded from."""
+
+    artifact: Path
+    params: Mapping[str, Any]
+    input_names: list[str]
+    output_names: list[str]
+
+
+@dataclass(frozen=True)
+class Format:
+    """A node of the conversion graph.
+
+    build: "module:function" called in a child as function(source, out, params) -> info dict, where
+        source is the parent artifact's directory and out the directory to fill.
+    load: builds a Runner from a LoadContext, in the test process.
+    precision: the tolerance profile its outputs are held to.
+    applies: given machine facts, a reason the format does not apply here (None if it does).
+    """
+
+    name: str
+    parent: str | None = None
+    build: str | None = None
+    load: Callable[[LoadContext], Runner] | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    requires: tuple[Requirement, ...] = ()
+    applies: Callable[[Mapping[str, Any]], str | None] | None = None
+    produces: str | None = None
+    description: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.parent}-{self.name}" if self.parent else self.name
+
+
+TORCH = Requirement("torch", "pip install torch==2.14.1 torchvision==0.29.1")
+ONNX = Requirement("onnx", "pip install 'modelparity[onnx]'")
+ONNXSCRIPT = Requirement("onnxscript", "pip install 'modelparity[onnx]'")
+ONNXRUNTIME = Requirement("onnxruntime", "pip install 'modelparity[onnx]'")
+ONNXCONVERTER_COMMON = Requirement("onnxconverter_common", "pip install 'modelparity[onnx]'")
+OPENVINO = Requirement("openvino", "pip install 'modelparity[openvino]'")

@@ -1,0 +1,91 @@
+"""ONNX export with both torch exporters, with the model's dynamic axes, checked by onnx.checker.
+
+`onnx-dynamo` is what `torch.onnx.export(model, args, f)` gives by default (dynamo=True, the exporter's
+default opset) and is the parent of the derived ONNX formats. `--opsets` adds, per opset N,
+`onnx-legacy-opN` (the TorchScript-based exporter, which writes the opset it is asked for) and
+`onnx-dynamo-reqN`: the dynamo exporter silently keeps its own opset when its down-conversion fails,
+so its id says what was requested and the report shows what the file has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from modelparity.formats.base import ONNX, ONNXSCRIPT, TORCH, Format
+from modelparity.models import ModelArtifact
+
+PRIMARY_ONNX = "onnx-dynamo"
+
+
+class OpsetMismatch(RuntimeError):
+    """An exporter that honours the requested opset wrote another one."""
+
+
+def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """torch.onnx.export with `params` exporter ('legacy' or 'dynamo') and opset (None: default)."""
+    import warnings
+
+    import onnx
+    import torch
+
+    model = ModelArtifact(Path(source))
+    meta = model.meta
+    inputs = tuple(torch.from_numpy(v) for v in model.export_inputs().values())
+    path = Path(out) / "model.onnx"
+    dynamo = params["exporter"] == "dynamo"
+    kwargs: dict[str, Any] = {"input_names": meta["inputs"], "output_names": meta["outputs"],
+                              "dynamo": dynamo}
+    if params.get("opset") is not None:
+        kwargs["opset_version"] = params["opset"]
+    axes = {t: {int(d): a for d, a in dims.items()} for t, dims in meta["dynamic_axes"].items()}
+    if dynamo:
+        kwargs["dynamic_shapes"] = _dynamic_shapes(meta, axes)
+        kwargs["external_data"] = False
+    else:
+        kwargs["dynamic_axes"] = axes
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
+        torch.onnx.export(model.load_module(), inputs, str(path), **kwargs)
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path), load_external_data=False)
+    actual = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if not dynamo and params.get("opset") is not None and actual != params["opset"]:
+        raise OpsetMismatch(f"asked the legacy exporter for opset {params['opset']}, the file has "
+                            f"{actual}")
+    return {"file": "model.onnx", "opset_requested": params.get("opset"), "opset": actual,
+            "nodes": len(proto.graph.node), "exporter": params["exporter"],
+            "torch": torch.__version__, "onnx": onnx.__version__}
+
+
+def _dynamic_shapes(meta: Mapping[str, Any], axes: Mapping[str, Mapping[int, str]]) -> tuple:
+    from torch.export import Dim
+
+    ranges = meta["axis_ranges"]
+    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in ranges.items()}
+    return tuple({d: dims[a] for d, a in axes.get(name, {}).items()} or None
+                 for name in meta["inputs"])
+
+
+def newest_opset() -> int:
+    """The newest opset torch.onnx accepts (read from torch, never assumed)."""
+    from torch.onnx import _constants
+
+    return int(_constants.ONNX_MAX_OPSET)
+
+
+def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
+    requires = (TORCH, ONNX, ONNXSCRIPT)
+    build = "modelparity.formats.onnx_export:export"
+    nodes = [Format("onnx-dynamo", build=build, params={"exporter": "dynamo", "opset": None},
+                    requires=requires, produces="onnx",
+                    description="torch.onnx.export default (dynamo=True, default opset)")]
+    for opset in options["opsets"]:
+        nodes.append(Format(f"onnx-legacy-op{opset}", build=build, requires=requires,
+                            params={"exporter": "legacy", "opset": opset}, produces="onnx",
+                            description=f"TorchScript-based exporter (dynamo=False), opset {opset}"))
+        nodes.append(Format(f"onnx-dynamo-req{opset}", build=build, requires=requires,
+                            params={"exporter": "dynamo", "opset": opset}, produces="onnx",
+                            description=f"dynamo exporter asked for opset {opset}"))
+    return nodes

@@ -1,0 +1,61 @@
+"""TorchScript by tracing, saved and reloaded from disk (what a LibTorch deployment loads)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity.formats.base import TORCH, Format, LoadContext
+from modelparity.models import ModelArtifact
+
+
+def trace(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """torch.jit.trace on the export inputs, then torch.jit.save."""
+    import torch
+
+    model = ModelArtifact(Path(source))
+    inputs = [torch.from_numpy(v) for v in model.export_inputs().values()]
+    with torch.no_grad():
+        traced = torch.jit.trace(model.load_module(), tuple(inputs), check_trace=False)
+    torch.jit.save(traced, str(Path(out) / "model.ts"))
+    return {"file": "model.ts"}
+
+
+class TorchScriptRunner:
+    """torch.jit.load'ed module, called with tensors in the spec's input order."""
+
+    def __init__(self, context: LoadContext) -> None:
+        import torch
+
+        self._torch = torch
+        self._module = torch.jit.load(str(context.artifact / "model.ts")).eval()
+        self._outputs = context.output_names
+        self.facts = {"runtime": f"torch.jit {torch.__version__}", "threads": torch.get_num_threads()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self._torch.no_grad():
+            result = self._module(*[self._torch.from_numpy(v) for v in inputs.values()])
+        return as_named_outputs(result, self._outputs)
+
+
+def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
+    """A module's return value (tensor, tuple or dict) as named numpy arrays."""
+    if isinstance(result, Mapping):
+        values = [result[n] for n in names]
+    elif isinstance(result, (tuple, list)):
+        values = list(result)
+    else:
+        values = [result]
+    if len(values) != len(names):
+        raise ValueError(f"the model returned {len(values)} outputs but the spec names "
+                         f"{len(names)}: {names}")
+    return {n: v.detach().cpu().numpy() for n, v in zip(names, values)}
+
+
+def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
+    return [Format("torchscript", build="modelparity.formats.torchscript:trace",
+                   load=TorchScriptRunner, requires=(TORCH,), produces="torchscript",
+                   description="torch.jit.trace, saved and reloaded")]

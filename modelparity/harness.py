@@ -1,0 +1,123 @@
+"""The engine the suites drive: models, artifacts built through the store in isolation, runners,
+and reference outputs. It knows nothing of pytest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity.formats import FormatGraph
+from modelparity.formats.base import LoadContext, Runner
+from modelparity.isolate import IsolatedError, run_isolated
+from modelparity.machine import versions_for_modules
+from modelparity.models import load_spec, model_identity, save_model_artifact
+from modelparity.spec import ModelSpec, SpecError
+from modelparity.store import Artifact, ArtifactStore, StoredBuildError, content_key
+
+
+@dataclass
+class LoadedModel:
+    reference: str
+    spec: ModelSpec
+    identity: dict[str, Any]
+    artifact: Artifact
+    _references: dict[tuple[Any, ...], dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+@dataclass
+class BuildRecord:
+    """How a format's artifact came to be: one entry per built node of its chain."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def built_seconds(self) -> float:
+        return sum(s["build_seconds"] for s in self.steps if s["built_now"])
+
+
+class Harness:
+    """Models, artifacts and runners, each made once per session (and once per store for artifacts)."""
+
+    def __init__(self, graph: FormatGraph, store: ArtifactStore, build_timeout: float) -> None:
+        self.graph = graph
+        self.store = store
+        self.build_timeout = build_timeout
+        self._models: dict[str, LoadedModel] = {}
+        self._runners: dict[tuple[str, str], tuple[Runner, float]] = {}
+
+    def model(self, reference: str) -> LoadedModel:
+        if reference not in self._models:
+            spec = load_spec(reference)
+            identity = model_identity(spec, reference)
+            parts = {"model": identity}
+            artifact = self.store.get_or_build(content_key(parts), parts,
+                                               lambda out: save_model_artifact(spec, reference, out))
+            self._models[reference] = LoadedModel(reference, spec, identity, artifact)
+        return self._models[reference]
+
+    def reference_outputs(self, model: LoadedModel, inputs: Mapping[str, np.ndarray],
+                          key: tuple[Any, ...]) -> dict[str, np.ndarray]:
+        """Torch eager FP32 outputs for `inputs`; NaN/Inf in them is the model's problem, said so."""
+        if key not in model._references:
+            import torch
+
+            from modelparity.formats.torchscript import as_named_outputs
+
+            with torch.no_grad():
+                result = model.spec.module(*[torch.from_numpy(v) for v in inputs.values()])
+            outputs = as_named_outputs(result, model.spec.output_names)
+            for name, value in outputs.items():
+                if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                    raise SpecError(f"model {model.spec.name!r} ({model.reference}) produces NaN/Inf "
+                                    f"in output {name!r} in torch eager itself, for inputs of shapes "
+                                    f"{ {k: v.shape for k, v in inputs.items()} }; fix the model or "
+                                    "its make_inputs before checking exports")
+            model._references[key] = outputs
+        return model._references[key]
+
+    def artifact(self, model: LoadedModel, format_id: str, record: BuildRecord) -> Artifact:
+        """The nearest built artifact on `format_id`'s chain, building what is missing."""
+        source = model.artifact
+        chain = self.graph.chain(format_id)
+        for depth, node in enumerate(chain):
+            if node.build is None:
+                continue
+            steps = [(n.name, n.build, dict(n.params)) for n in chain[: depth + 1] if n.build]
+            modules = tuple(sorted({r.module for n in chain[: depth + 1] for r in n.requires}))
+            parts = {"model": model.identity, "chain": steps, "tools": versions_for_modules(modules)}
+            source = self.store.get_or_build(content_key(parts), parts,
+                                             self._builder(node.build, source.path, node.params))
+            record.steps.append({"node": node.id, "key": source.key, "built_now": source.built_now,
+                                 "build_seconds": source.manifest.get("build_seconds", 0.0),
+                                 "info": source.manifest.get("info", {}),
+                                 "log": str(source.path / "build.log")})
+        return source
+
+    def _builder(self, target: str, source: Path, params: Mapping[str, Any]) -> Any:
+        def build(out: Path) -> Mapping[str, Any]:
+            try:
+                return run_isolated(target, {"source": str(source), "out": str(out),
+                                             "params": dict(params)},
+                                    self.build_timeout, out / "build.log")
+            except IsolatedError as error:
+                raise StoredBuildError(str(error), {"kind": error.kind, "summary": error.summary,
+                                                    "tail": error.tail,
+                                                    "cache": error.kind != "timeout"}) from None
+        return build
+
+    def runner(self, model: LoadedModel, format_id: str, artifact: Artifact) -> tuple[Runner, float]:
+        """A loaded runner for the format, and how long loading took (first time only)."""
+        key = (model.reference, format_id)
+        if key not in self._runners:
+            node = self.graph.nodes[format_id]
+            assert node.load is not None, f"{format_id} has no runner"
+            started = time.perf_counter()
+            runner = node.load(LoadContext(artifact.path, node.params, model.spec.input_names,
+                                           model.spec.output_names))
+            self._runners[key] = (runner, time.perf_counter() - started)
+        return self._runners[key]

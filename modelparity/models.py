@@ -1,0 +1,110 @@
+"""Load model specs from references, and save the model as the root artifact every format starts from.
+
+The root artifact holds the pickled module, the inputs used for export, and the spec's names and
+axes as JSON, so a conversion in a child process sees exactly the module the reference ran on,
+without calling the factory again (digits_cnn trains; a user's factory may be slow or stateful).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity.references import BadReference, import_module_of, import_target
+from modelparity.spec import ModelSpec, SpecError, validate
+from modelparity.zoo import BUILTIN_MODELS
+
+
+def resolve_reference(name_or_reference: str) -> str:
+    """A built-in model's name, or a reference, as a reference."""
+    if name_or_reference in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name_or_reference]
+    if ":" not in name_or_reference:
+        raise SpecError(f"unknown model {name_or_reference!r}: built-in models are "
+                        f"{sorted(BUILTIN_MODELS)}; for your own, give 'path/to/file.py:FUNCTION'")
+    return name_or_reference
+
+
+def load_spec(reference: str) -> ModelSpec:
+    """Call the factory a reference names and validate what it returns."""
+    try:
+        factory = import_target(reference)
+    except BadReference as error:
+        raise SpecError(f"--model {reference}: {error}") from error
+    try:
+        spec = factory()
+    except Exception as error:
+        raise SpecError(f"--model {reference}: the factory raised {type(error).__name__}: "
+                        f"{error}") from error
+    return validate(spec, reference)
+
+
+def model_identity(spec: ModelSpec, reference: str) -> dict[str, Any]:
+    """What the model's artifacts depend on: weights, code, reference, export inputs."""
+    import torch
+
+    weights = hashlib.sha256()
+    for name, tensor in spec.module.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    code = hashlib.sha256()
+    for source in sorted({_source_file(type(m)) for m in spec.module.modules()} - {None}):
+        code.update(Path(source).read_bytes())
+    return {"reference": reference, "name": spec.name, "weights": weights.hexdigest()[:24],
+            "code": code.hexdigest()[:24], "class": type(spec.module).__qualname__,
+            "torch": torch.__version__, "axes": _axes_json(spec)}
+
+
+def _source_file(cls: type) -> str | None:
+    try:
+        return inspect.getsourcefile(cls)
+    except TypeError:
+        return None
+
+
+def _axes_json(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "inputs": spec.input_names,
+        "outputs": spec.output_names,
+        "dynamic_axes": {t: {str(d): a for d, a in dims.items()} for t, dims in spec.dynamic_axes.items()},
+        "axis_ranges": {a: [r.min, r.max] for a, r in spec.axis_ranges.items()},
+    }
+
+
+def save_model_artifact(spec: ModelSpec, reference: str, directory: Path) -> dict[str, Any]:
+    """Write the root artifact; returns its info for the manifest."""
+    import torch
+
+    torch.save(spec.module, directory / "module.pt")
+    export_inputs = spec.inputs_for(spec.export_sizes(), seed=0)
+    np.savez(directory / "export_inputs.npz", **export_inputs)
+    (directory / "spec.json").write_text(json.dumps({"reference": reference, **_axes_json(spec)}))
+    return {"export_shapes": {k: list(v.shape) for k, v in export_inputs.items()}}
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """The root artifact as a converter sees it (in a child process)."""
+
+    path: Path
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / "spec.json").read_text())
+
+    def load_module(self) -> Any:
+        import torch
+
+        import_module_of(self.meta["reference"])  # the classes the pickle refers to
+        module = torch.load(self.path / "module.pt", weights_only=False)
+        return module.eval()
+
+    def export_inputs(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "export_inputs.npz") as data:
+            return {name: data[name] for name in self.meta["inputs"]}

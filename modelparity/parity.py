@@ -1,0 +1,123 @@
+"""One parity check: a model, a format, a batch size -> a verdict and a record for the reports.
+
+The check never raises for a format's own failure (a converter crash, a runtime error, wrong
+numbers): it returns an outcome the pytest layer turns into pass, fail, skip or warning.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelparity.compare import compare, uninformative_reasons
+from modelparity.harness import BuildRecord, Harness, LoadedModel
+from modelparity.machine import machine_info
+from modelparity.store import StoredBuildError
+from modelparity.tolerance import Tolerance, ToleranceOverride, parse_overrides, resolve
+
+INPUT_SEED = 20261125
+
+
+@dataclass
+class Outcome:
+    """status: passed, failed, skipped. `skip_kind` separates 'missing-backend' from 'not-applicable'."""
+
+    status: str
+    message: str = ""
+    skip_kind: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def tolerance_layers(model: LoadedModel, config_overrides: Sequence[ToleranceOverride]
+                     ) -> list[ToleranceOverride]:
+    """The model spec's overrides (matched on format and output) come before the project's."""
+    entries = [{"match": f"*/{pattern}", **values} for pattern, values in model.spec.tolerances.items()]
+    return parse_overrides(entries, f"model {model.spec.name!r} spec") + list(config_overrides)
+
+
+def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: int,
+                 overrides: Sequence[ToleranceOverride], strict_backends: bool = False) -> Outcome:
+    """Build (or reuse) the format's artifact, run it on seeded inputs, compare with torch eager."""
+    node = harness.graph.nodes[format_id]
+    spec = model.spec
+    record: dict[str, Any] = {
+        "model": spec.name, "model_reference": model.reference, "format": format_id, "batch": batch,
+        "chain": [{"id": n.id, "params": dict(n.params), "description": n.description}
+                  for n in harness.graph.chain(format_id)],
+        "precision_profile": node.precision, "builtin_model": spec.builtin,
+    }
+    missing = [r for r in harness.graph.requirements(format_id) if r.missing()]
+    if missing:
+        message = "; ".join(f"{r.module} is not installed: {r.install}" for r in missing)
+        if strict_backends:
+            return Outcome("failed", f"--strict-backends: {message}", record=record)
+        return Outcome("skipped", message, "missing-backend", record=record)
+    for chain_node in harness.graph.chain(format_id):
+        reason = chain_node.applies(machine_info()) if chain_node.applies else None
+        if reason:
+            return Outcome("skipped", reason, "not-applicable", record=record)
+    if batch > 1 and spec.batch_axis is None:
+        return Outcome("skipped", f"not applicable: model {spec.name!r} declares no batch axis",
+                       "not-applicable", record=record)
+
+    build = BuildRecord()
+    record["build"] = build.steps
+    try:
+        artifact = harness.artifact(model, format_id, build)
+    except StoredBuildError as error:
+        record["error"] = error.details
+        return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
+    record["build_seconds"] = round(build.built_seconds, 3)
+    record["artifact"] = str(artifact.path)
+
+    sizes = {spec.batch_axis: batch} if spec.batch_axis else {}
+    inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
+    record["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
+    reference = harness.reference_outputs(model, inputs, (batch,))
+    try:
+        runner, load_seconds = harness.runner(model, format_id, artifact)
+        started = time.perf_counter()
+        actual = runner.run(inputs)
+        record["run_seconds"] = round(time.perf_counter() - started, 4)
+    except Exception as error:
+        record["error"] = {"kind": "runtime", "summary": f"{type(error).__name__}: {error}",
+                           "tail": traceback.format_exc(limit=-3)}
+        return Outcome("failed", f"{format_id} failed to run at shapes {record['input_shapes']}: "
+                       f"{type(error).__name__}: {error}", record=record)
+    record["load_seconds"] = round(load_seconds, 3)
+    record["facts"] = runner.facts
+
+    layers = tolerance_layers(model, overrides)
+
+    def tolerance_for(output: str) -> Tolerance:
+        return resolve(node.precision, spec.name, format_id, output, layers)
+
+    comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",
+                         spec.classifier_outputs)
+    record["comparison"] = comparison.to_dict()
+    if math.isfinite(comparison.worst_abs):
+        record["worst_abs"] = comparison.worst_abs
+    problems = _informative_problems(harness, model, tolerance_for, batch, reference)
+    record["uninformative"] = problems
+    if not comparison.passed:
+        return Outcome("failed", comparison.message(), record=record)
+    if problems and spec.builtin:
+        return Outcome("failed", "\n".join(problems) + "\n(a built-in model must be informative)",
+                       record=record)
+    return Outcome("passed", comparison.message(), warnings=problems, record=record)
+
+
+def _informative_problems(harness: Harness, model: LoadedModel, tolerance_for: Any, batch: int,
+                          reference: dict[str, Any]) -> list[str]:
+    """Judge informativeness on several inputs: the batch itself, or a batch of 4 for batch 1."""
+    spec = model.spec
+    if batch == 1 and spec.batch_axis is not None:
+        probe_batch = min(4, spec.axis_ranges[spec.batch_axis].max)
+        inputs = spec.inputs_for({spec.batch_axis: probe_batch}, seed=INPUT_SEED + probe_batch)
+        reference = harness.reference_outputs(model, inputs, (probe_batch,))
+    return uninformative_reasons(reference, tolerance_for, spec.classifier_outputs)

@@ -1,0 +1,48 @@
+"""Reports: parity.json (schema in parity.schema.json) and a self-contained parity.html."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelparity.machine import machine_info, tool_versions
+from modelparity.tolerance import PROFILES
+
+SCHEMA_PATH = Path(__file__).with_name("parity.schema.json")
+SCHEMA_VERSION = 1
+STATUSES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+
+
+def build_report(checks: Sequence[Mapping[str, Any]], session: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON document: one record per check plus what the run was made of."""
+    summary = {status: 0 for status in STATUSES}
+    for check in checks:
+        summary[check["status"]] += 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_info(),
+        "tools": tool_versions(),
+        "tolerance_profiles": {name: p.to_dict() for name, p in PROFILES.items()},
+        "session": dict(session),
+        "summary": summary,
+        "checks": list(checks),
+    }
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=_jsonable, allow_nan=False))
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)

@@ -1,0 +1,159 @@
+"""The model spec: the one interface the built-in zoo and a user's own model share.
+
+A spec is everything the harness needs to know about a model without guessing: the module, named
+example inputs, output names, the dynamic axes it declares and their ranges. `validate` turns every
+inconsistency into a `SpecError` naming the model and the fix, before any converter runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+InputGenerator = Callable[[Mapping[str, int], np.random.Generator], dict[str, np.ndarray]]
+
+
+class SpecError(ValueError):
+    """A model spec is unusable; the message names the model and what to change."""
+
+
+@dataclass(frozen=True)
+class AxisRange:
+    """Sizes a dynamic axis may take, inclusive."""
+
+    min: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min <= self.max:
+            raise SpecError(f"axis range needs 0 < min <= max, got min={self.min} max={self.max}")
+
+
+@dataclass
+class ModelSpec:
+    """A model under test.
+
+    `dynamic_axes` uses torch.onnx.export's convention: tensor name -> {dim index: axis name}, for
+    inputs and (optionally) outputs. `axis_ranges` gives each axis name its allowed sizes. The axis
+    named by `batch_axis` is the one parity varies (batch 1 and a batch > 1).
+    `make_inputs(sizes, rng)` draws inputs for given axis sizes; without it, inputs are drawn like the
+    example inputs (same dtype, mean and spread for floats, same value range for integers).
+    `classifier_outputs` names outputs whose last axis holds class scores (top-k agreement).
+    `tolerances` overrides tolerance profiles for this model: {format glob or profile name: {...}}.
+    """
+
+    name: str
+    module: Any
+    example_inputs: dict[str, np.ndarray]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    axis_ranges: dict[str, AxisRange] = field(default_factory=dict)
+    batch_axis: str | None = "batch"
+    classifier_outputs: tuple[str, ...] = ()
+    make_inputs: InputGenerator | None = None
+    tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    builtin: bool = False
+    description: str = ""
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.example_inputs)
+
+    def example_sizes(self) -> dict[str, int]:
+        """The size each dynamic axis has in the example inputs."""
+        sizes: dict[str, int] = {}
+        for tensor, dims in self.dynamic_axes.items():
+            if tensor in self.example_inputs:
+                for dim, axis in dims.items():
+                    sizes[axis] = int(self.example_inputs[tensor].shape[dim])
+        return sizes
+
+    def export_sizes(self) -> dict[str, int]:
+        """Axis sizes for exporting: the example's, but never 1 on a dynamic axis.
+
+        Tracing exporters specialise an axis of size 1 (torch.export's 0/1 specialisation), which
+        would silently freeze it; 2 (or the axis minimum, if larger) keeps it symbolic.
+        """
+        sizes = self.example_sizes()
+        for axis, size in sizes.items():
+            bounds = self.axis_ranges[axis]
+            if size == 1 and bounds.max >= 2:
+                sizes[axis] = max(2, bounds.min)
+        return sizes
+
+    def inputs_for(self, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
+        """Inputs with the given dynamic axis sizes, reproducible from `seed`."""
+        rng = np.random.default_rng(seed)
+        full = {**self.example_sizes(), **sizes}
+        if self.make_inputs is not None:
+            return {k: np.ascontiguousarray(v) for k, v in self.make_inputs(full, rng).items()}
+        return {name: _draw_like(example, self._shape_for(name, full), rng)
+                for name, example in self.example_inputs.items()}
+
+    def _shape_for(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        shape = list(self.example_inputs[name].shape)
+        for dim, axis in self.dynamic_axes.get(name, {}).items():
+            shape[dim] = sizes[axis]
+        return tuple(shape)
+
+
+def _draw_like(example: np.ndarray, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    if np.issubdtype(example.dtype, np.floating):
+        mean, std = float(example.mean()), float(example.std()) or 1.0
+        return (rng.standard_normal(shape) * std + mean).astype(example.dtype)
+    if np.issubdtype(example.dtype, np.integer):
+        low, high = int(example.min()), int(example.max())
+        return rng.integers(low, high + 1, size=shape, dtype=example.dtype)
+    if example.dtype == np.bool_:
+        return rng.random(shape) < max(float(example.mean()), 0.5)
+    raise SpecError(f"cannot draw inputs of dtype {example.dtype}; give the spec a make_inputs")
+
+
+def validate(spec: object, origin: str) -> ModelSpec:
+    """Check a spec returned by `origin` (a model reference) and explain any problem."""
+    if not isinstance(spec, ModelSpec):
+        raise SpecError(f"{origin} returned {type(spec).__name__}, expected modelparity.ModelSpec "
+                        "(see the README's 'Bring your own model')")
+    where = f"model {spec.name!r} ({origin})"
+    import torch
+
+    if not isinstance(spec.module, torch.nn.Module):
+        raise SpecError(f"{where}: module is {type(spec.module).__name__}, expected a torch.nn.Module")
+    if not spec.example_inputs:
+        raise SpecError(f"{where}: example_inputs is empty; give at least one named numpy array")
+    for name, value in spec.example_inputs.items():
+        if not isinstance(value, np.ndarray):
+            raise SpecError(f"{where}: example input {name!r} is {type(value).__name__}, "
+                            "expected a numpy array")
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise SpecError(f"{where}: example input {name!r} contains NaN or Inf")
+    if not spec.output_names:
+        raise SpecError(f"{where}: output_names is empty; name every output of forward()")
+    known = set(spec.example_inputs) | set(spec.output_names)
+    for tensor, dims in spec.dynamic_axes.items():
+        if tensor not in known:
+            raise SpecError(f"{where}: dynamic_axes names {tensor!r}, which is neither an input "
+                            f"({sorted(spec.example_inputs)}) nor an output ({spec.output_names})")
+        for dim, axis in dims.items():
+            rank = spec.example_inputs[tensor].ndim if tensor in spec.example_inputs else None
+            if rank is not None and not -rank <= dim < rank:
+                raise SpecError(f"{where}: dynamic axis {axis!r} is dim {dim} of input {tensor!r}, "
+                                f"which has only {rank} dims (shape "
+                                f"{spec.example_inputs[tensor].shape})")
+            if axis not in spec.axis_ranges:
+                raise SpecError(f"{where}: dynamic axis {axis!r} has no entry in axis_ranges; "
+                                f"add axis_ranges={{{axis!r}: AxisRange(min, max)}}")
+    for axis, size in spec.example_sizes().items():
+        bounds = spec.axis_ranges[axis]
+        if not bounds.min <= size <= bounds.max:
+            raise SpecError(f"{where}: the example has {axis}={size}, outside its declared range "
+                            f"{bounds.min}..{bounds.max}")
+    if spec.batch_axis is not None and spec.batch_axis not in spec.example_sizes():
+        spec.batch_axis = None
+    for name in spec.classifier_outputs:
+        if name not in spec.output_names:
+            raise SpecError(f"{where}: classifier output {name!r} is not in output_names")
+    return spec
