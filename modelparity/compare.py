@@ -14,6 +14,11 @@ import numpy as np
 
 from modelparity.tolerance import Tolerance
 
+
+class UninformativeReferenceWarning(UserWarning):
+    """A user model's reference output cannot tell a right export from a wrong one."""
+
+
 @dataclass
 class OutputComparison:
     """Statistics of one named output, format against reference."""
@@ -129,23 +134,23 @@ def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
     nonfinite_mismatch = ~(r_finite & o_finite) & ~((r == o) | (np.isnan(r) & np.isnan(o)))
     result.nonfinite_mismatch = int(nonfinite_mismatch.sum())
     both = r_finite & o_finite
-    diff = np.where(both, np.abs(o - r), 0.0)
+    r, o = np.where(both, r, 0.0), np.where(both, o, 0.0)
+    diff = np.abs(o - r)
     bound = tol.atol + tol.rtol * np.abs(r)
     result.out_of_tolerance = int(((diff > bound) & both).sum()) + result.nonfinite_mismatch
     flat = int(np.argmax(diff))
     result.max_abs = float(diff.flat[flat])
     result.max_abs_index = tuple(int(i) for i in np.unravel_index(flat, r.shape))
-    result.ref_at_max_abs, result.out_at_max_abs = float(r.flat[flat]), float(o.flat[flat])
+    result.ref_at_max_abs, result.out_at_max_abs = float(ref.flat[flat]), float(out.flat[flat])
     rel = np.divide(diff, np.abs(r), out=np.zeros_like(diff), where=both & (r != 0))
     flat_rel = int(np.argmax(rel))
     result.max_rel = float(rel.flat[flat_rel])
     result.max_rel_index = tuple(int(i) for i in np.unravel_index(flat_rel, r.shape))
     result.mean_abs = float(diff[both].mean()) if both.any() else 0.0
     result.p99_abs = float(np.quantile(diff[both], 0.99)) if both.any() else 0.0
-    result.required_atol = float(np.max(np.where(both, diff - tol.rtol * np.abs(r), 0.0)))
-    result.cosine = _cosine(np.where(both, r, 0.0).ravel(), np.where(both, o, 0.0).ravel())
-    finite_ref = r[r_finite]
-    result.ref_abs_max = float(np.abs(finite_ref).max()) if finite_ref.size else 0.0
+    result.required_atol = max(0.0, float(np.max(np.where(both, diff - tol.rtol * np.abs(r), 0.0))))
+    result.cosine = _cosine(r.ravel(), o.ravel())
+    result.ref_abs_max = float(np.abs(r).max())
     result.abs_error_histogram = _log_histogram(diff[both])
     if classifier and r.ndim >= 1 and r.shape[-1] >= 2:
         rows_r, rows_o = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])

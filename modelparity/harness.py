@@ -3,9 +3,11 @@ and reference outputs. It knows nothing of pytest."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from modelparity.formats.base import LoadContext, Runner
 from modelparity.isolate import IsolatedError, run_isolated
 from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
+from modelparity.references import import_module_of
 from modelparity.spec import ModelSpec, SpecError
 from modelparity.store import Artifact, ArtifactStore, StoredBuildError, content_key
 
@@ -38,6 +41,14 @@ class BuildRecord:
     @property
     def built_seconds(self) -> float:
         return sum(s["build_seconds"] for s in self.steps if s["built_now"])
+
+
+@cache
+def code_digest(target: str) -> str:
+    """A hash of the source of the module a builder lives in: changing a converter rebuilds."""
+    module = import_module_of(target)
+    source = Path(module.__file__) if module.__file__ else None
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source else "unknown"
 
 
 class Harness:
@@ -87,7 +98,8 @@ class Harness:
         for depth, node in enumerate(chain):
             if node.build is None:
                 continue
-            steps = [(n.name, n.build, dict(n.params)) for n in chain[: depth + 1] if n.build]
+            steps = [(n.name, n.build, code_digest(n.build), dict(n.params))
+                     for n in chain[: depth + 1] if n.build]
             modules = tuple(sorted({r.module for n in chain[: depth + 1] for r in n.requires}))
             parts = {"model": model.identity, "chain": steps, "tools": versions_for_modules(modules)}
             source = self.store.get_or_build(content_key(parts), parts,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import metadata
 from typing import Any
 
@@ -44,7 +44,7 @@ def _cpu() -> tuple[str, set[str]]:
     return model, flags
 
 
-@lru_cache(maxsize=None)
+@cache
 def distribution_version(name: str) -> str | None:
     try:
         return metadata.version(name)
@@ -56,7 +56,7 @@ def tool_versions() -> dict[str, str]:
     return {name: v for name in TOOLS if (v := distribution_version(name)) is not None}
 
 
-@lru_cache(maxsize=None)
+@cache
 def versions_for_modules(modules: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the distributions providing these top-level modules."""
     providers = metadata.packages_distributions()

@@ -37,15 +37,16 @@ class Tolerance:
                 "min_top1": self.min_top1, "layers": list(self.layers)}
 
 
-# Why these numbers: fp32 formats differ from eager only by operator order and fused kernels
-# (measured 3e-6 on resnet18 logits of unit-order spread), so 1e-4 absolute leaves 30x headroom
-# while still failing a perturbed weight. fp16 has a 2^-11 relative step, compounded over ~20 layers
-# (measured 2e-3). bf16 has a 2^-8 step (measured 2e-2 on resnet18 logits). int8 is judged mainly
-# by top-1 agreement; its element bound only catches gross errors.
+# Why these numbers (measured on the zoo, 2026-11-25): fp32 formats differ from eager only by
+# operator order and fused kernels (at most 5e-5 on logits of spread 2), so 1e-4 absolute plus 1e-3
+# relative still fails a single perturbed weight. fp16 has a 2^-11 relative step compounded over the
+# layers (digits_cnn 2e-3, tiny_transformer 4e-3). bf16 has a 2^-8 step (digits_cnn 2e-2,
+# tiny_transformer 5.7e-2). int8 is judged mainly by top-1 agreement; its element bound only catches
+# gross errors. Models whose conditioning needs more say so in their spec, with the reason.
 PROFILES: dict[str, Tolerance] = {
     "fp32": Tolerance("fp32", atol=1e-4, rtol=1e-3, layers=("profile fp32",)),
     "fp16": Tolerance("fp16", atol=2e-2, rtol=1e-2, layers=("profile fp16",)),
-    "bf16": Tolerance("bf16", atol=1.5e-1, rtol=5e-2, layers=("profile bf16",)),
+    "bf16": Tolerance("bf16", atol=1e-1, rtol=5e-2, layers=("profile bf16",)),
     "int8": Tolerance("int8", atol=1.0, rtol=0.2, min_top1=0.9, layers=("profile int8",)),
 }
 
@@ -67,7 +68,7 @@ class ToleranceOverride:
         if parts[1].startswith("profile:"):
             return (fnmatch.fnmatchcase(model, parts[0]) and parts[1][8:] == profile
                     and fnmatch.fnmatchcase(output, parts[2]))
-        return all(fnmatch.fnmatchcase(t, p) for t, p in zip(targets, parts))
+        return all(fnmatch.fnmatchcase(t, p) for t, p in zip(targets, parts, strict=True))
 
 
 def parse_overrides(entries: Iterable[Mapping[str, Any]], source: str) -> list[ToleranceOverride]:

@@ -41,11 +41,13 @@ def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
         kwargs["opset_version"] = params["opset"]
     axes = {t: {int(d): a for d, a in dims.items()} for t, dims in meta["dynamic_axes"].items()}
     if dynamo:
-        kwargs["dynamic_shapes"] = _dynamic_shapes(meta, axes)
+        kwargs["dynamic_shapes"] = dynamic_shapes(meta, axes)
         kwargs["external_data"] = False
     else:
         kwargs["dynamic_axes"] = axes
-    with warnings.catch_warnings(), torch.no_grad():
+    # No torch.no_grad(): users export without it, and under it nn.TransformerEncoder takes a fused
+    # fast path (aten::_transformer_encoder_layer_fwd) the legacy exporter cannot export.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
         torch.onnx.export(model.load_module(), inputs, str(path), **kwargs)
     onnx.checker.check_model(str(path), full_check=True)
@@ -59,7 +61,8 @@ def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
             "torch": torch.__version__, "onnx": onnx.__version__}
 
 
-def _dynamic_shapes(meta: Mapping[str, Any], axes: Mapping[str, Mapping[int, str]]) -> tuple:
+def dynamic_shapes(meta: Mapping[str, Any], axes: Mapping[str, Mapping[int, str]]) -> tuple:
+    """torch.export's dynamic_shapes (one entry per positional input) from the spec's axes."""
     from torch.export import Dim
 
     ranges = meta["axis_ranges"]

@@ -48,7 +48,7 @@ class OnnxRuntimeRunner:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._outputs, dict(inputs))
-        return dict(zip(self._outputs, values))
+        return dict(zip(self._outputs, values, strict=True))
 
 
 def _ort(parent: str, name: str = "ort", precision: str = "fp32", **params: Any) -> Format:

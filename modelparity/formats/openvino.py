@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.formats.base import OPENVINO, TORCH, Format, LoadContext
-from modelparity.formats.onnx_export import PRIMARY_ONNX
+from modelparity.formats.onnx_export import PRIMARY_ONNX, dynamic_shapes
 from modelparity.models import ModelArtifact
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -30,21 +30,22 @@ def from_onnx(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any
 
 
 def from_torch(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Through torch.export with the model's dynamic axes: OpenVINO's TorchScript-tracing route fails
+    on modules with data-dependent fast paths (nn.TransformerEncoder: "Graphs differed across
+    invocations")."""
     import openvino as ov
     import torch
 
     artifact = ModelArtifact(Path(source))
-    example = tuple(torch.from_numpy(v) for v in artifact.export_inputs().values())
     meta = artifact.meta
-    shapes = []
-    for name, value in zip(meta["inputs"], example):
-        dynamic = {int(d) for d in meta["dynamic_axes"].get(name, {})}
-        shapes.append(ov.PartialShape([-1 if i in dynamic else s for i, s in enumerate(value.shape)]))
-    model = ov.convert_model(artifact.load_module(), example_input=example, input=shapes)
-    for port, name in zip(model.outputs, meta["outputs"]):
-        port.get_tensor().set_names({name})
-    for port, name in zip(model.inputs, meta["inputs"]):
-        port.get_tensor().set_names({name})
+    example = tuple(torch.from_numpy(v) for v in artifact.export_inputs().values())
+    axes = {t: {int(d): a for d, a in dims.items()} for t, dims in meta["dynamic_axes"].items()}
+    program = torch.export.export(artifact.load_module(), example,
+                                  dynamic_shapes=dynamic_shapes(meta, axes))
+    model = ov.convert_model(program)
+    for ports, names in ((model.inputs, meta["inputs"]), (model.outputs, meta["outputs"])):
+        for port, name in zip(ports, names, strict=True):
+            port.get_tensor().set_names({name})
     return _save(ov, model, Path(out), params)
 
 

@@ -52,7 +52,7 @@ def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
     if len(values) != len(names):
         raise ValueError(f"the model returned {len(values)} outputs but the spec names "
                          f"{len(names)}: {names}")
-    return {n: v.detach().cpu().numpy() for n, v in zip(names, values)}
+    return {n: v.detach().cpu().numpy() for n, v in zip(names, values, strict=True)}
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:

@@ -58,6 +58,20 @@ def _calibration_batches(count: int = 4, batch: int = 8) -> list[torch.Tensor]:
     return [torch.from_numpy(photo_crops(batch, rng)) for _ in range(count)]
 
 
+# Random-init backbones give features whose input-dependent part is small against their common part;
+# the rescaled head amplifies that part to unit-order logits, and with it the rounding of reduced
+# precision. Measured on this harness's inputs (Intel Xeon with AMX, 2026-11-25): fp16 weights
+# (ONNX FP16, OpenVINO FP16 IR) max abs 0.042 on resnet18, 0.037 on mobilenet_v3_small; OpenVINO bf16
+# max abs 0.38 and 0.48, top-1 agreement 75% on one batch of 4 for mobilenet_v3_small. The trained
+# digits_cnn stays at 0.002 (fp16) and 0.02 (bf16) under the plain profiles.
+_RANDOM_INIT_TOLERANCES = {
+    "profile:fp16": {"atol": 0.1, "reason": "random-init backbone amplifies fp16 weight rounding "
+                     "(measured 0.042 max abs on logits of spread 2)"},
+    "profile:bf16": {"atol": 0.75, "reason": "random-init backbone amplifies bf16 rounding "
+                     "(measured 0.48 max abs on logits of spread 2)"},
+}
+
+
 def _image_spec(name: str, module: nn.Module, description: str) -> ModelSpec:
     return ModelSpec(
         name=name,
@@ -68,6 +82,7 @@ def _image_spec(name: str, module: nn.Module, description: str) -> ModelSpec:
         axis_ranges={"batch": AxisRange(1, 32)},
         classifier_outputs=("logits",),
         make_inputs=_crop_inputs,
+        tolerances=_RANDOM_INIT_TOLERANCES,
         builtin=True,
         description=description,
     )
@@ -76,8 +91,9 @@ def _image_spec(name: str, module: nn.Module, description: str) -> ModelSpec:
 def resnet18() -> ModelSpec:
     """torchvision resnet18, weights=None, seed 0.
 
-    BatchNorm statistics are recalibrated with train-mode passes over seeded photo crops, and the fc layer is rescaled and centred so
-    logits spread over unit order and different inputs give different top-1 classes.
+    BatchNorm statistics are recalibrated with train-mode passes over seeded photo crops, and the
+    fc layer is rescaled and centred so logits spread over unit order and different inputs give
+    different top-1 classes.
     """
     import torchvision
 

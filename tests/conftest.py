@@ -1,0 +1,31 @@
+"""Helpers for running the suites end to end in a child pytest (pytester)."""
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "models" / "tiny_model.py"
+BROKEN_FORMATS = ROOT / "tests" / "models" / "broken_formats.py"
+
+
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory):
+    """One store for every end-to-end run, so the tiny model's exports are built once."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture
+def run_parity(pytester, shared_store, tmp_path):
+    """Run `pytest suites/parity` in a child process with a private report directory."""
+    def run(*args, store=None):
+        reports = tmp_path / "reports"
+        result = pytester.runpytest_subprocess(
+            str(ROOT / "suites" / "parity"), "--store", str(store or shared_store),
+            "--report-dir", str(reports), "-p", "no:cacheprovider", "-p", "no:randomly", *args,
+            timeout=900)
+        result.reports = reports
+        return result
+    return run

@@ -1,0 +1,69 @@
+"""Tiny user models for the harness's own tests: one clean, and several deliberately broken specs."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelparity import AxisRange, ModelSpec
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(image)).mean((2, 3)))
+
+
+def build(**overrides) -> ModelSpec:
+    torch.manual_seed(0)
+    module = Tiny().eval()
+    with torch.no_grad():
+        module.head.weight.mul_(20.0)
+    values = dict(
+        name="tiny",
+        module=module,
+        example_inputs={"image": np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)},
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+        axis_ranges={"batch": AxisRange(1, 8)},
+        classifier_outputs=("logits",),
+    )
+    values.update(overrides)
+    return ModelSpec(**values)
+
+
+def build_wrong_type():
+    return {"name": "tiny"}
+
+
+def build_bad_axis() -> ModelSpec:
+    return build(dynamic_axes={"imgae": {0: "batch"}})
+
+
+def build_axis_out_of_rank() -> ModelSpec:
+    return build(dynamic_axes={"image": {5: "batch"}})
+
+
+def build_raises() -> ModelSpec:
+    raise RuntimeError("weights file missing")
+
+
+class ProducesNaN(Tiny):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.log(super().forward(image) - 1e6)
+
+
+def build_nan() -> ModelSpec:
+    return build(module=ProducesNaN().eval())
+
+
+def build_uninformative() -> ModelSpec:
+    """Outputs of about 1e-7: any export would pass an atol of 1e-4."""
+    spec = build()
+    with torch.no_grad():
+        spec.module.head.weight.mul_(1e-8)
+        spec.module.head.bias.zero_()
+    return spec

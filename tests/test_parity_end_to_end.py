@@ -1,0 +1,107 @@
+"""The parity suite, run end to end in a child pytest on a tiny model and deliberately broken formats."""
+
+import json
+
+import jsonschema
+import pytest
+
+from modelparity.report import SCHEMA_PATH
+from tests.conftest import BROKEN_FORMATS, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_clean_model_passes_and_reports_validate(run_parity):
+    result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort,torchscript")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*modelparity parity matrix*", "onnx-dynamo-ort*ok*"])
+    report = json.loads((result.reports / "parity.json").read_text())
+    jsonschema.validate(report, json.loads(SCHEMA_PATH.read_text()))
+    assert {c["test_id"] for c in report["checks"]} == {
+        "tiny-onnx-dynamo-ort-b1", "tiny-onnx-dynamo-ort-b4", "tiny-torchscript-b1", "tiny-torchscript-b4"}
+    check = next(c for c in report["checks"] if c["test_id"] == "tiny-onnx-dynamo-ort-b4")
+    assert check["status"] == "passed" and check["facts"]["providers"] == ["CPUExecutionProvider"]
+    assert check["build"][0]["info"]["opset"] >= 18
+    html = (result.reports / "parity.html").read_text()
+    assert "<svg" in html and "tiny-onnx-dynamo-ort-b4" in html
+    assert not any(tag in html for tag in ("<script", "<link", "src=", "@import")), "not self-contained"
+
+
+def test_warm_store_rebuilds_nothing(run_parity):
+    run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort")
+    result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort")
+    report = json.loads((result.reports / "parity.json").read_text())
+    assert all(not step["built_now"] for c in report["checks"] for step in c["build"])
+
+
+def test_perturbed_weight_in_the_onnx_artifact_fails_with_statistics(run_parity):
+    result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                        "--formats", "onnx-dynamo-ort,onnx-dynamo-perturbed-ort")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines([
+        "*output 'logits' [[]onnx-dynamo-perturbed-ort vs torch[]] FAILED: */5 (*%) out of tolerance*"
+        "max abs * at (0, *would pass with atol>=*",
+        "FAILED*tiny-onnx-dynamo-perturbed-ort-b1*",
+    ])
+
+
+def test_crashing_converter_fails_only_its_own_tests(run_parity):
+    result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                        "--formats", "onnx-dynamo-ort,onnx-dynamo-segfaulting-ort")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*conversion failed for onnx-dynamo-segfaulting-ort*crashed with SIGSEGV*"])
+
+
+def test_hanging_converter_times_out(run_parity):
+    result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                        "--formats", "onnx-dynamo-hanging-ort", "--build-timeout", "5")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*did not finish within 5 s and was killed*"])
+
+
+def test_missing_backend_is_skipped_with_install_command_or_fails_when_strict(run_parity):
+    args = ("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS), "--formats",
+            "onnx-dynamo-absent", "-rs")
+    result = run_parity(*args)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*modelparity_absent_backend is not installed: "
+                                 "pip install modelparity-absent-backend*"])
+    strict = run_parity(*args, "--strict-backends")
+    strict.assert_outcomes(failed=2)
+
+
+@pytest.mark.parametrize("function, message", [
+    ("build_wrong_type", "*returned dict, expected modelparity.ModelSpec*"),
+    ("build_bad_axis", "*dynamic_axes names 'imgae'*"),
+    ("does_not_exist", "*has no callable 'does_not_exist'*"),
+])
+def test_bad_user_model_is_a_clear_usage_error(run_parity, function, message):
+    result = run_parity("--model", f"{TINY}:{function}", "--formats", "onnx-dynamo-ort")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_model_producing_nan_is_named(run_parity):
+    result = run_parity("--model", f"{TINY}:build_nan", "--formats", "onnx-dynamo-ort")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*produces NaN/Inf in output 'logits' in torch eager itself*"])
+
+
+def test_uninformative_user_model_warns_loudly(run_parity):
+    result = run_parity("--model", f"{TINY}:build_uninformative", "--formats", "onnx-dynamo-ort")
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] == 2 and outcomes["warnings"] >= 2
+    result.stdout.fnmatch_lines(["*UninformativeReferenceWarning: reference uninformative: output 'logits'*"])
+
+
+def test_user_model_runs_through_every_format(run_parity):
+    result = run_parity("--model", f"{TINY}:build", "-rs")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    report = json.loads((result.reports / "parity.json").read_text())
+    formats = {c["format"] for c in report["checks"]}
+    assert {"torchscript", "onnx-dynamo-ort", "onnx-dynamo-fp16-ort", "onnx-dynamo-ortopt-ort",
+            "ov-irfp32-cpu", "onnx-dynamo-ov-irfp16-cpu", "onnx-legacy-op13-ort"} <= formats
+    skipped = [c for c in report["checks"] if c["status"] == "skipped"]
+    assert all(c["skip_kind"] == "not-applicable" for c in skipped)

@@ -1,0 +1,59 @@
+"""Bad model specs and references fail early, naming the model and the fix."""
+
+import numpy as np
+import pytest
+
+from modelparity.models import load_spec, resolve_reference
+from modelparity.spec import AxisRange, SpecError
+
+MODELS = f"{__file__.rsplit('/', 1)[0]}/models/tiny_model.py"
+
+
+@pytest.mark.parametrize("function, message", [
+    ("build_wrong_type", "returned dict, expected modelparity.ModelSpec"),
+    ("build_bad_axis", "dynamic_axes names 'imgae', which is neither an input (['image'])"),
+    ("build_axis_out_of_rank", "is dim 5 of input 'image', which has only 4 dims"),
+    ("build_raises", "the factory raised RuntimeError: weights file missing"),
+    ("no_such_function", "has no callable 'no_such_function'"),
+])
+def test_bad_user_models_are_explained(function, message):
+    with pytest.raises(SpecError, match="tiny_model.py") as error:
+        load_spec(f"{MODELS}:{function}")
+    assert message in str(error.value)
+
+
+def test_missing_file_and_module_are_explained():
+    with pytest.raises(SpecError, match="no such file"):
+        load_spec("does/not/exist.py:build")
+    with pytest.raises(SpecError, match="cannot import 'no_such_package_xyz.models'"):
+        load_spec("no_such_package_xyz.models:build")
+
+
+def test_unknown_model_name_lists_the_builtins():
+    with pytest.raises(SpecError, match="built-in models are .*resnet18"):
+        resolve_reference("resnet19")
+
+
+def test_axis_range_and_example_must_agree():
+    from tests.models.tiny_model import build
+
+    with pytest.raises(SpecError, match="the example has batch=1, outside its declared range 2..8"):
+        load_spec_from(build(axis_ranges={"batch": AxisRange(2, 8)}))
+    with pytest.raises(SpecError, match="has no entry in axis_ranges"):
+        load_spec_from(build(axis_ranges={}))
+
+
+def load_spec_from(spec):
+    from modelparity.spec import validate
+
+    return validate(spec, "test")
+
+
+def test_default_inputs_follow_the_example_and_the_sizes():
+    from tests.models.tiny_model import build
+
+    spec = load_spec_from(build())
+    drawn = spec.inputs_for({"batch": 5}, seed=1)["image"]
+    assert drawn.shape == (5, 3, 16, 16) and drawn.dtype == np.float32
+    assert np.array_equal(drawn, spec.inputs_for({"batch": 5}, seed=1)["image"])
+    assert spec.export_sizes() == {"batch": 2}

@@ -1,0 +1,28 @@
+"""The built-in models are informative: a wrong export would fail against them."""
+
+import numpy as np
+import pytest
+import torch
+
+from modelparity.compare import uninformative_reasons
+from modelparity.models import load_spec
+from modelparity.tolerance import PROFILES
+from modelparity.zoo import BUILTIN_MODELS
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_MODELS))
+@pytest.mark.parametrize("profile", ["fp32", "fp16", "bf16"])
+def test_builtin_model_is_informative(name, profile):
+    spec = load_spec(BUILTIN_MODELS[name])
+    inputs = spec.inputs_for({"batch": 4}, seed=7)
+    with torch.no_grad():
+        output = spec.module(*[torch.from_numpy(v) for v in inputs.values()]).numpy()
+    assert uninformative_reasons({"logits": output}, lambda _: PROFILES[profile], ("logits",)) == []
+    top1 = output.reshape(-1, output.shape[-1]).argmax(1)
+    assert np.unique(top1).size > 1
+
+
+def test_digits_cnn_learns_the_held_out_split():
+    from modelparity.zoo.digits import digits_cnn, held_out_accuracy
+
+    assert held_out_accuracy(digits_cnn().module) >= 0.95
