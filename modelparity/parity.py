@@ -73,6 +73,10 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         record["error"] = error.details
         return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
     record["build_seconds"] = round(build.built_seconds, 3)
+    record["notes"] = [f"{s['node']}: {s['info']['note']}" for s in build.steps if s["info"].get("note")]
+    exports = [s["info"] for s in build.steps if "opset" in s["info"]]
+    if exports:
+        record["opset"] = {"requested": exports[0]["opset_requested"], "actual": exports[0]["opset"]}
     record["artifact"] = str(artifact.path)
 
     sizes = {spec.batch_axis: batch} if spec.batch_axis else {}

@@ -34,6 +34,17 @@ def test_warm_store_rebuilds_nothing(run_parity):
     assert all(not step["built_now"] for c in report["checks"] for step in c["build"])
 
 
+def test_two_xdist_workers_build_each_artifact_once(run_parity, tmp_path):
+    result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort*,onnx-dynamo-fp16-ort",
+                        "-n", "2", store=tmp_path / "fresh-store")
+    outcomes = result.parseoutcomes()
+    assert outcomes["passed"] == 16, result.stdout.str()
+    report = json.loads((result.reports / "parity.json").read_text())
+    builds = [step["key"] for c in report["checks"] for step in c["build"] if step["built_now"]]
+    assert sorted(builds) == sorted(set(builds)), "an artifact was built twice"
+    assert len(set(builds)) == 3  # the export, its FP16 conversion, its ORT-optimised copy
+
+
 def test_perturbed_weight_in_the_onnx_artifact_fails_with_statistics(run_parity):
     result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
                         "--formats", "onnx-dynamo-ort,onnx-dynamo-perturbed-ort")

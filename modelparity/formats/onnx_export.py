@@ -56,7 +56,10 @@ def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if not dynamo and params.get("opset") is not None and actual != params["opset"]:
         raise OpsetMismatch(f"asked the legacy exporter for opset {params['opset']}, the file has "
                             f"{actual}")
-    return {"file": "model.onnx", "opset_requested": params.get("opset"), "opset": actual,
+    requested = params.get("opset")
+    note = (f"asked for opset {requested}, the file has opset {actual}"
+            if requested is not None and requested != actual else None)
+    return {"file": "model.onnx", "opset_requested": requested, "opset": actual, "note": note,
             "nodes": len(proto.graph.node), "exporter": params["exporter"],
             "torch": torch.__version__, "onnx": onnx.__version__}
 

@@ -35,7 +35,7 @@ def write_html(report: Mapping[str, Any], path: Path) -> None:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>modelparity parity report"
              f"</title><style>{_CSS}</style></head><body><h1>modelparity parity report</h1>",
              _summary(report), "<h2>Matrix (worst max abs error over batches)</h2>",
-             _matrix(checks, models, formats), "<h2>Error distribution per format</h2>",
+             _matrix(checks, models, formats), _notes(checks), "<h2>Error distribution per format</h2>",
              _histogram_svg(checks, formats), "<h2>Checks</h2>",
              *(_detail(c) for c in checks), "</body></html>"]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,11 +61,14 @@ def _matrix(checks: list[Mapping[str, Any]], models: list[str], formats: list[st
     cells: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for check in checks:
         cells[check["format"], check["model"]].append(check)
-    head = "<tr><th>format</th><th>profile</th>" + "".join(f"<th>{escape(m)}</th>" for m in models)
+    head = ("<tr><th>format</th><th>profile</th><th>file opset</th>"
+            + "".join(f"<th>{escape(m)}</th>" for m in models))
     rows = [head + "</tr>"]
     for fmt in formats:
         profile = next(c["precision_profile"] for c in checks if c["format"] == fmt)
-        row = f"<tr><th>{escape(fmt)}</th><td>{escape(profile)}</td>"
+        opsets = sorted({c["opset"]["actual"] for c in checks if c["format"] == fmt and "opset" in c})
+        row = (f"<tr><th>{escape(fmt)}</th><td>{escape(profile)}</td>"
+               f"<td>{escape(', '.join(map(str, opsets)))}</td>")
         for model in models:
             group = cells.get((fmt, model), [])
             if not group:
@@ -79,6 +82,19 @@ def _matrix(checks: list[Mapping[str, Any]], models: list[str], formats: list[st
                     f"<a href='#{_anchor(worst)}'>{escape(text)}</a></td>")
         rows.append(row + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _notes(checks: list[Mapping[str, Any]]) -> str:
+    """What converters did that the numbers alone do not show (opset kept, nothing fused...)."""
+    notes: dict[str, set[str]] = defaultdict(set)
+    for check in checks:
+        for note in check.get("notes", []):
+            notes[note].add(check["model"])
+    if not notes:
+        return ""
+    items = "".join(f"<li>{escape(note)} ({escape(', '.join(sorted(models)))})</li>"
+                    for note, models in sorted(notes.items()))
+    return f"<h3>Conversion notes</h3><ul>{items}</ul>"
 
 
 def _histogram_svg(checks: list[Mapping[str, Any]], formats: list[str]) -> str:
