@@ -43,9 +43,12 @@ def run_isolated(target: str, kwargs: dict[str, Any], timeout: float, log_path: 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "modelparity.isolate", str(request),
-                                    str(response)], stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        # -u: what the converter printed before a crash reaches the log; faulthandler: a crash
+        # leaves the Python stack where it happened.
+        process = subprocess.Popen([sys.executable, "-u", "-X", "faulthandler", "-m",
+                                    "modelparity.isolate", str(request), str(response)],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=env, start_new_session=True)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -41,6 +41,7 @@ def test_segfault_is_reported_with_signal_and_output(tmp_path):
     assert error.value.kind == "crashed"
     assert "crashed with SIGSEGV" in str(error.value)
     assert "about to crash" in error.value.tail
+    assert "Fatal Python error: Segmentation fault" in error.value.tail
 
 
 def test_hang_is_killed_at_the_timeout(tmp_path):
