@@ -11,6 +11,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelparity.compare import compare, uninformative_reasons
@@ -51,19 +52,10 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
                   for n in harness.graph.chain(format_id)],
         "precision_profile": node.precision, "builtin_model": spec.builtin,
     }
-    missing = [r for r in harness.graph.requirements(format_id) if r.missing()]
-    if missing:
-        message = "; ".join(f"{r.module} is not installed: {r.install}" for r in missing)
-        if strict_backends:
-            return Outcome("failed", f"--strict-backends: {message}", record=record)
-        return Outcome("skipped", message, "missing-backend", record=record)
-    for chain_node in harness.graph.chain(format_id):
-        reason = chain_node.applies(machine_info()) if chain_node.applies else None
-        if reason:
-            return Outcome("skipped", reason, "not-applicable", record=record)
-    if batch > 1 and spec.batch_axis is None:
-        return Outcome("skipped", f"not applicable: model {spec.name!r} declares no batch axis",
-                       "not-applicable", record=record)
+    unavailable = _unavailable(harness, model, format_id, batch, strict_backends)
+    if unavailable is not None:
+        unavailable.record = record
+        return unavailable
 
     build = BuildRecord()
     record["build"] = build.steps
@@ -72,12 +64,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     except StoredBuildError as error:
         record["error"] = error.details
         return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
-    record["build_seconds"] = round(build.built_seconds, 3)
-    record["notes"] = [f"{s['node']}: {s['info']['note']}" for s in build.steps if s["info"].get("note")]
-    exports = [s["info"] for s in build.steps if "opset" in s["info"]]
-    if exports:
-        record["opset"] = {"requested": exports[0]["opset_requested"], "actual": exports[0]["opset"]}
-    record["artifact"] = str(artifact.path)
+    _record_build(record, build, artifact.path)
 
     sizes = {spec.batch_axis: batch} if spec.batch_axis else {}
     inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
@@ -114,6 +101,34 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         return Outcome("failed", "\n".join(problems) + "\n(a built-in model must be informative)",
                        record=record)
     return Outcome("passed", comparison.message(), warnings=problems, record=record)
+
+
+def _unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
+                 strict_backends: bool) -> Outcome | None:
+    """Why this check cannot run here: a backend not installed, or a format that does not apply."""
+    missing = [r for r in harness.graph.requirements(format_id) if r.missing()]
+    if missing:
+        message = "; ".join(f"{r.module} is not installed: {r.install}" for r in missing)
+        if strict_backends:
+            return Outcome("failed", f"--strict-backends: {message}")
+        return Outcome("skipped", message, "missing-backend")
+    for node in harness.graph.chain(format_id):
+        reason = node.applies(machine_info()) if node.applies else None
+        if reason:
+            return Outcome("skipped", reason, "not-applicable")
+    if batch > 1 and model.spec.batch_axis is None:
+        return Outcome("skipped", f"not applicable: model {model.spec.name!r} declares no batch axis",
+                       "not-applicable")
+    return None
+
+
+def _record_build(record: dict[str, Any], build: BuildRecord, artifact: Path) -> None:
+    record["build_seconds"] = round(build.built_seconds, 3)
+    record["artifact"] = str(artifact)
+    record["notes"] = [f"{s['node']}: {s['info']['note']}" for s in build.steps if s["info"].get("note")]
+    exports = [s["info"] for s in build.steps if "opset" in s["info"]]
+    if exports:
+        record["opset"] = {"requested": exports[0]["opset_requested"], "actual": exports[0]["opset"]}
 
 
 def _informative_problems(harness: Harness, model: LoadedModel, tolerance_for: Any, batch: int,

@@ -153,6 +153,12 @@ def validate(spec: object, origin: str) -> ModelSpec:
                             f"{bounds.min}..{bounds.max}")
     if spec.batch_axis is not None and spec.batch_axis not in spec.example_sizes():
         spec.batch_axis = None
+    from modelparity.tolerance import ToleranceConfigError, parse_overrides
+
+    try:
+        parse_overrides([{"match": k, **v} for k, v in spec.tolerances.items()], f"{where} tolerances")
+    except ToleranceConfigError as error:
+        raise SpecError(str(error)) from error
     for name in spec.classifier_outputs:
         if name not in spec.output_names:
             raise SpecError(f"{where}: classifier output {name!r} is not in output_names")

@@ -43,6 +43,13 @@ def test_axis_range_and_example_must_agree():
         load_spec_from(build(axis_ranges={}))
 
 
+def test_tolerance_override_without_reason_is_rejected():
+    from tests.models.tiny_model import build
+
+    with pytest.raises(SpecError, match="needs a written 'reason'"):
+        load_spec_from(build(tolerances={"profile:fp16": {"atol": 0.5}}))
+
+
 def load_spec_from(spec):
     from modelparity.spec import validate
 
