@@ -47,7 +47,7 @@ def main() -> None:
                     out = root / node.id
                     out.mkdir()
                     try:
-                        import_target(node.build)(str(source), str(out), dict(node.params))
+                        import_target(node.build)(str(source), str(out), dict(node.params), str(root))
                     except Exception as error:  # the harness reports these; the bare run skips them
                         print(f"{name} {node.id}: {type(error).__name__}")
                         continue

@@ -102,19 +102,19 @@ class Harness:
                      for n in chain[: depth + 1] if n.build]
             modules = tuple(sorted({r.module for n in chain[: depth + 1] for r in n.requires}))
             parts = {"model": model.identity, "chain": steps, "tools": versions_for_modules(modules)}
-            source = self.store.get_or_build(content_key(parts), parts,
-                                             self._builder(node.build, source.path, node.params))
+            source = self.store.get_or_build(content_key(parts), parts, self._builder(
+                node.build, source.path, node.params, model.artifact.path))
             record.steps.append({"node": node.id, "key": source.key, "built_now": source.built_now,
                                  "build_seconds": source.manifest.get("build_seconds", 0.0),
                                  "info": source.manifest.get("info", {}),
                                  "log": str(source.path / "build.log")})
         return source
 
-    def _builder(self, target: str, source: Path, params: Mapping[str, Any]) -> Any:
+    def _builder(self, target: str, source: Path, params: Mapping[str, Any], model: Path) -> Any:
         def build(out: Path) -> Mapping[str, Any]:
             try:
                 return run_isolated(target, {"source": str(source), "out": str(out),
-                                             "params": dict(params)},
+                                             "params": dict(params), "model": str(model)},
                                     self.build_timeout, out / "build.log")
             except IsolatedError as error:
                 raise StoredBuildError(str(error), {"kind": error.kind, "summary": error.summary,

@@ -84,8 +84,21 @@ def save_model_artifact(spec: ModelSpec, reference: str, directory: Path) -> dic
     torch.save(spec.module, directory / "module.pt")
     export_inputs = spec.inputs_for(spec.export_sizes(), seed=0)
     np.savez(directory / "export_inputs.npz", **export_inputs)
+    np.savez(directory / "calibration_inputs.npz", **calibration_inputs(spec))
     (directory / "spec.json").write_text(json.dumps({"reference": reference, **_axes_json(spec)}))
     return {"export_shapes": {k: list(v.shape) for k, v in export_inputs.items()}}
+
+
+CALIBRATION_SEED = 7919
+CALIBRATION_BATCH = 16
+
+
+def calibration_inputs(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """Inputs for quantisation calibration: a batch drawn like the check inputs, from its own seed."""
+    sizes = spec.export_sizes()
+    if spec.batch_axis is not None:
+        sizes[spec.batch_axis] = min(CALIBRATION_BATCH, spec.axis_ranges[spec.batch_axis].max)
+    return spec.inputs_for(sizes, seed=CALIBRATION_SEED)
 
 
 @dataclass(frozen=True)
@@ -106,5 +119,11 @@ class ModelArtifact:
         return module.eval()
 
     def export_inputs(self) -> dict[str, np.ndarray]:
-        with np.load(self.path / "export_inputs.npz") as data:
+        return self._arrays("export_inputs.npz")
+
+    def calibration_inputs(self) -> dict[str, np.ndarray]:
+        return self._arrays("calibration_inputs.npz")
+
+    def _arrays(self, file: str) -> dict[str, np.ndarray]:
+        with np.load(self.path / file) as data:
             return {name: data[name] for name in self.meta["inputs"]}

@@ -106,9 +106,9 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
 def _unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
                  strict_backends: bool) -> Outcome | None:
     """Why this check cannot run here: a backend not installed, or a format that does not apply."""
-    missing = [r for r in harness.graph.requirements(format_id) if r.missing()]
-    if missing:
-        message = "; ".join(f"{r.module} is not installed: {r.install}" for r in missing)
+    problems = [p for r in harness.graph.requirements(format_id) if (p := r.problem()) is not None]
+    if problems:
+        message = "; ".join(problems)
         if strict_backends:
             return Outcome("failed", f"--strict-backends: {message}")
         return Outcome("skipped", message, "missing-backend")

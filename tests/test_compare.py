@@ -91,7 +91,22 @@ def test_top1_agreement_and_its_gate():
     result = _compare(ref, out, tol, classifier=("y",))
     assert result.outputs[0].top1_agreement == pytest.approx(0.8, abs=0.02)
     assert not result.passed
-    assert "top-1 agreement 80.0% below the required 90%" in result.message()
+    assert "top-1 agreement 80.0% (20 of 100 rows changed) is below the required 90%" in result.message()
+
+
+@pytest.mark.parametrize("rows, changed, fails", [
+    (1, 1, False),    # one row cannot show a rate above 10%
+    (4, 1, False),    # P(>=1 of 4) = 0.34 for a format that changes exactly 10%
+    (4, 3, True),     # P(>=3 of 4) = 0.004
+    (100, 15, False),  # P(>=15 of 100) = 0.07
+    (100, 17, True),   # P(>=17 of 100) = 0.02
+])
+def test_top1_gate_is_a_binomial_test_of_the_allowed_rate(rows, changed, fails):
+    ref = _logits(shape=(rows, 10))
+    out = ref.copy()
+    out[:changed] = out[:changed, ::-1]
+    tol = Tolerance("int8", atol=100.0, rtol=1.0, min_top1=0.9)
+    assert _compare(ref, out, tol, classifier=("y",)).passed is not fails
 
 
 def test_reference_of_tiny_scale_is_uninformative():

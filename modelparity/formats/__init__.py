@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelparity.formats.base import Format, Requirement
+from modelparity.formats.base import EnvironmentRequirement, Format, Requirement
 from modelparity.references import import_module_of
 
 FORMAT_MODULES = (
@@ -20,6 +20,9 @@ FORMAT_MODULES = (
     "modelparity.formats.onnx_fp16",
     "modelparity.formats.ort_transformers",
     "modelparity.formats.openvino",
+    "modelparity.formats.onnx2tf",
+    "modelparity.formats.tflite",
+    "modelparity.formats.onnx_tf",
     "modelparity.formats.onnxruntime",
 )
 
@@ -53,8 +56,8 @@ class FormatGraph:
             node = self.nodes[node.parent] if node.parent else None
         return chain[::-1]
 
-    def requirements(self, format_id: str) -> list[Requirement]:
-        seen: dict[str, Requirement] = {}
+    def requirements(self, format_id: str) -> list[Requirement | EnvironmentRequirement]:
+        seen: dict[str, Requirement | EnvironmentRequirement] = {}
         for node in self.chain(format_id):
             for requirement in node.requires:
                 seen.setdefault(requirement.module, requirement)

@@ -32,11 +32,29 @@ class Requirement:
     module: str
     install: str
 
-    def missing(self) -> bool:
+    def problem(self) -> str | None:
+        """Why the requirement is not met here, with the fix (None when it is met)."""
         try:
-            return importlib.util.find_spec(self.module) is None
+            found = importlib.util.find_spec(self.module) is not None
         except (ImportError, ValueError):
-            return True
+            found = False
+        return None if found else f"{self.module} is not installed: {self.install}"
+
+
+@dataclass(frozen=True)
+class EnvironmentRequirement:
+    """Something outside the Python environment a format needs (e.g. a separate virtualenv).
+
+    `check` returns why it is absent, or None; `install` is the command that provides it.
+    """
+
+    module: str
+    install: str
+    check: Callable[[], str | None]
+
+    def problem(self) -> str | None:
+        reason = self.check()
+        return None if reason is None else f"{reason}: create it with `{self.install}`"
 
 
 @dataclass(frozen=True)
@@ -53,8 +71,9 @@ class LoadContext:
 class Format:
     """A node of the conversion graph.
 
-    build: "module:function" called in a child as function(source, out, params) -> info dict, where
-        source is the parent artifact's directory and out the directory to fill.
+    build: "module:function" called in a child as function(source, out, params, model) -> info dict:
+        source is the parent artifact's directory, out the directory to fill, model the root
+        artifact's directory (the pickled module, export and calibration inputs).
     load: builds a Runner from a LoadContext, in the test process.
     precision: the tolerance profile its outputs are held to.
     applies: given machine facts, a reason the format does not apply here (None if it does).
@@ -66,7 +85,7 @@ class Format:
     load: Callable[[LoadContext], Runner] | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
-    requires: tuple[Requirement, ...] = ()
+    requires: tuple[Requirement | EnvironmentRequirement, ...] = ()
     applies: Callable[[Mapping[str, Any]], str | None] | None = None
     produces: str | None = None
     description: str = ""

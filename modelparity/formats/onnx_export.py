@@ -23,16 +23,16 @@ class OpsetMismatch(RuntimeError):
     """An exporter that honours the requested opset wrote another one."""
 
 
-def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def export(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     """torch.onnx.export with `params` exporter ('legacy' or 'dynamo') and opset (None: default)."""
     import warnings
 
     import onnx
     import torch
 
-    model = ModelArtifact(Path(source))
-    meta = model.meta
-    inputs = tuple(torch.from_numpy(v) for v in model.export_inputs().values())
+    artifact = ModelArtifact(Path(model))
+    meta = artifact.meta
+    inputs = tuple(torch.from_numpy(v) for v in artifact.export_inputs().values())
     path = Path(out) / "model.onnx"
     dynamo = params["exporter"] == "dynamo"
     kwargs: dict[str, Any] = {"input_names": meta["inputs"], "output_names": meta["outputs"],
@@ -49,7 +49,7 @@ def export(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
     # fast path (aten::_transformer_encoder_layer_fwd) the legacy exporter cannot export.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
-        torch.onnx.export(model.load_module(), inputs, str(path), **kwargs)
+        torch.onnx.export(artifact.load_module(), inputs, str(path), **kwargs)
     onnx.checker.check_model(str(path), full_check=True)
     proto = onnx.load(str(path), load_external_data=False)
     actual = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
@@ -81,17 +81,24 @@ def newest_opset() -> int:
     return int(_constants.ONNX_MAX_OPSET)
 
 
+REQUIRES = (TORCH, ONNX, ONNXSCRIPT)
+BUILD = "modelparity.formats.onnx_export:export"
+
+
+def legacy_export(opset: int) -> Format:
+    """The TorchScript-based exporter at `opset` (other formats may need a particular one)."""
+    return Format(f"onnx-legacy-op{opset}", build=BUILD, requires=REQUIRES,
+                  params={"exporter": "legacy", "opset": opset}, produces="onnx",
+                  description=f"TorchScript-based exporter (dynamo=False), opset {opset}")
+
+
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
-    requires = (TORCH, ONNX, ONNXSCRIPT)
-    build = "modelparity.formats.onnx_export:export"
-    nodes = [Format("onnx-dynamo", build=build, params={"exporter": "dynamo", "opset": None},
-                    requires=requires, produces="onnx",
+    nodes = [Format("onnx-dynamo", build=BUILD, params={"exporter": "dynamo", "opset": None},
+                    requires=REQUIRES, produces="onnx",
                     description="torch.onnx.export default (dynamo=True, default opset)")]
     for opset in options["opsets"]:
-        nodes.append(Format(f"onnx-legacy-op{opset}", build=build, requires=requires,
-                            params={"exporter": "legacy", "opset": opset}, produces="onnx",
-                            description=f"TorchScript-based exporter (dynamo=False), opset {opset}"))
-        nodes.append(Format(f"onnx-dynamo-req{opset}", build=build, requires=requires,
+        nodes.append(legacy_export(opset))
+        nodes.append(Format(f"onnx-dynamo-req{opset}", build=BUILD, requires=REQUIRES,
                             params={"exporter": "dynamo", "opset": opset}, produces="onnx",
                             description=f"dynamo exporter asked for opset {opset}"))
     return nodes

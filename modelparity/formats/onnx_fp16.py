@@ -16,7 +16,7 @@ from modelparity.formats.base import ONNX, ONNXCONVERTER_COMMON, Format
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 
 
-def convert(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     import onnx
     from onnxconverter_common import float16
 

@@ -22,21 +22,21 @@ from modelparity.models import ModelArtifact
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def from_onnx(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def from_onnx(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     import openvino as ov
 
     model = ov.convert_model(str(Path(source) / "model.onnx"))
     return _save(ov, model, Path(out), params)
 
 
-def from_torch(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def from_torch(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     """Through torch.export with the model's dynamic axes: OpenVINO's TorchScript-tracing route fails
     on modules with data-dependent fast paths (nn.TransformerEncoder: "Graphs differed across
     invocations")."""
     import openvino as ov
     import torch
 
-    artifact = ModelArtifact(Path(source))
+    artifact = ModelArtifact(Path(model))
     meta = artifact.meta
     example = tuple(torch.from_numpy(v) for v in artifact.export_inputs().values())
     axes = {t: {int(d): a for d, a in dims.items()} for t, dims in meta["dynamic_axes"].items()}

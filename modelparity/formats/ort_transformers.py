@@ -16,7 +16,7 @@ from modelparity.formats.base import ONNX, ONNXRUNTIME, Format
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 
 
-def optimize(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def optimize(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 

@@ -12,14 +12,14 @@ from modelparity.formats.base import TORCH, Format, LoadContext
 from modelparity.models import ModelArtifact
 
 
-def trace(source: str, out: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def trace(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     """torch.jit.trace on the export inputs, then torch.jit.save."""
     import torch
 
-    model = ModelArtifact(Path(source))
-    inputs = [torch.from_numpy(v) for v in model.export_inputs().values()]
+    artifact = ModelArtifact(Path(model))
+    inputs = [torch.from_numpy(v) for v in artifact.export_inputs().values()]
     with torch.no_grad():
-        traced = torch.jit.trace(model.load_module(), tuple(inputs), check_trace=False)
+        traced = torch.jit.trace(artifact.load_module(), tuple(inputs), check_trace=False)
     torch.jit.save(traced, str(Path(out) / "model.ts"))
     return {"file": "model.ts"}
 

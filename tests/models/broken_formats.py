@@ -5,12 +5,14 @@ import time
 from pathlib import Path
 
 from modelparity.formats.base import ONNXRUNTIME, Format, Requirement
+from modelparity.formats.onnx2tf import SavedModelRunner
+from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
 
 HERE = Path(__file__).resolve()
 
 
-def perturb_one_weight(source, out, params):
+def perturb_one_weight(source, out, params, model):
     """Copy the ONNX file with one element of the largest initializer shifted by `delta`."""
     import numpy as np
     import onnx
@@ -25,12 +27,25 @@ def perturb_one_weight(source, out, params):
     return {"perturbed": biggest.name}
 
 
-def segfault(source, out, params):
+def segfault(source, out, params, model):
     ctypes.string_at(0)
 
 
-def hang(source, out, params):
+def hang(source, out, params, model):
     time.sleep(3600)
+
+
+class ReshapedLayoutRunner(SavedModelRunner):
+    """The classic mix-up: NCHW arrays reshaped, not transposed, into the NHWC shape onnx2tf wants."""
+
+    def run(self, inputs):
+        feeds = {}
+        for name, value in inputs.items():
+            artifact_name = self._layout.description["inputs"][name]["artifact_name"]
+            nhwc_shape = (value.shape[0], *value.shape[2:], value.shape[1])
+            feeds[artifact_name] = self._tf.constant(value.reshape(nhwc_shape))
+        result = self._signature(**feeds)
+        return self._layout.from_artifact({k: v.numpy() for k, v in result.items()})
 
 
 def formats(graph, options):
@@ -43,6 +58,12 @@ def formats(graph, options):
         Format("ort", parent="onnx-dynamo-segfaulting", **ort),
         Format("hanging", parent="onnx-dynamo", build=f"{HERE}:hang", produces="onnx"),
         Format("ort", parent="onnx-dynamo-hanging", **ort),
+        Format("reshaped", parent="onnx-dynamo-onnx2tf", load=ReshapedLayoutRunner,
+               requires=graph["onnx-dynamo-onnx2tf-tf"].requires),
+        Format("onnxtf-crashing", parent="onnx-legacy-op14", build="modelparity.formats.onnx_tf:convert",
+               params={"worker_script": str(HERE.with_name("crashing_worker.py"))},
+               requires=(LEGACY_ENV,), produces="savedmodel"),
+        Format("tf", parent="onnx-legacy-op14-onnxtf-crashing", load=OnnxTfRunner, requires=(LEGACY_ENV,)),
         Format("absent", parent="onnx-dynamo", load=OnnxRuntimeRunner,
                requires=(Requirement("modelparity_absent_backend",
                                      "pip install modelparity-absent-backend"),)),

@@ -35,6 +35,13 @@ def build(**overrides) -> ModelSpec:
     return ModelSpec(**values)
 
 
+def build_non_square() -> ModelSpec:
+    """Height 12, width 20: a layout mix-up cannot hide behind equal dimensions."""
+    spec = build(name="tiny_wide")
+    spec.example_inputs["image"] = np.random.default_rng(0).standard_normal((1, 3, 12, 20)).astype(np.float32)
+    return spec
+
+
 def build_wrong_type():
     return {"name": "tiny"}
 

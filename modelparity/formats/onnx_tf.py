@@ -1,0 +1,157 @@
+"""onnx-tf 1.10.0 (archived), the seed's route: `prepare(onnx_model).export_graph(dir)`, then TensorFlow,
+and TFLite from that SavedModel with Optimize.DEFAULT.
+
+onnx-tf lives in its own environment (modelparity/legacy_env.py); conversions and TensorFlow runs
+happen in a worker process started with that environment's Python (onnx_tf_worker.py), which takes
+the ONNX file and .npz inputs and answers with .npz outputs or a structured error. The .tflite file
+it writes is run in the main environment with LiteRT, like every other .tflite.
+
+Parent: the legacy exporter at opset 14, the seed's exporter, at the oldest opset that exports
+scaled_dot_product_attention; onnx-tf's handlers stop well before the dynamo exporter's opsets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity import legacy_env
+from modelparity.formats.base import ONNX, EnvironmentRequirement, Format, LoadContext
+from modelparity.formats.layout import Layout, describe_layout, onnx_shapes
+from modelparity.formats.onnx_export import legacy_export
+from modelparity.formats.tflite import LITERT, TFLiteRunner
+
+WORKER = Path(__file__).with_name("onnx_tf_worker.py")
+OPSET = 14
+LEGACY_ENV = EnvironmentRequirement("onnx-tf environment", legacy_env.CREATE_COMMAND,
+                                    legacy_env.absent_reason)
+TAIL_LINES = 25
+
+
+class WorkerError(RuntimeError):
+    """The worker answered with an error, or died; the message carries its error or its log's tail."""
+
+
+class LegacyWorker:
+    """A worker process in the onnx-tf environment; requests go one at a time."""
+
+    def __init__(self, log: Path, script: Path = WORKER, timeout: float = 600) -> None:
+        self._log_path = log
+        self._timeout = timeout
+        self._log = open(log, "ab")
+        self._process = subprocess.Popen(
+            [str(legacy_env.env_python()), "-I", "-u", "-X", "faulthandler", str(script)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+    def request(self, operation: str, **arguments: Any) -> Any:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        try:
+            self._process.stdin.write(json.dumps({"op": operation, **arguments}) + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker is gone; reading says how
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            if not selector.select(self._timeout):
+                self.close()
+                raise WorkerError(f"the onnx-tf worker did not answer {operation!r} within "
+                                  f"{self._timeout:g} s and was killed\n{self._tail()}")
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait()
+            how = f"crashed with {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            raise WorkerError(f"the onnx-tf worker {how} during {operation!r}\n{self._tail()}")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            error = answer["error"]
+            raise WorkerError(f"onnx-tf {operation!r} raised {error['type']}: {error['message']}\n"
+                              f"{error['traceback']}")
+        return answer["result"]
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._log.close()
+
+    def _tail(self) -> str:
+        self._log.flush()
+        lines = self._log_path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
+        return "--- last lines of the worker's output ---\n" + "\n".join(lines)
+
+
+def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """ONNX -> SavedModel in the worker; layout.json pairs the ONNX tensors with the signature's."""
+    onnx_file = Path(source) / "model.onnx"
+    worker = LegacyWorker(Path(out) / "worker.log", Path(params.get("worker_script") or WORKER))
+    try:
+        info = worker.request("convert", onnx=str(onnx_file), out=out)
+    finally:
+        worker.close()
+    shapes = onnx_shapes(onnx_file)
+    layout = Layout(describe_layout(shapes, {"inputs": list(shapes["inputs"]),
+                                             "outputs": list(shapes["outputs"])},
+                                    {"inputs": info.pop("inputs"), "outputs": info.pop("outputs")}))
+    layout.save(Path(out))
+    return {**info, "layout": layout.summary(), "environment": str(legacy_env.env_dir())}
+
+
+def to_tflite(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The seed's TFLiteConverter.from_saved_model + Optimize.DEFAULT, in the onnx-tf environment."""
+    worker = LegacyWorker(Path(out) / "worker.log")
+    try:
+        info = worker.request("tflite", saved_model=source, out=str(Path(out) / "model.tflite"))
+    finally:
+        worker.close()
+    shutil.copy(Path(source) / "layout.json", Path(out) / "layout.json")
+    return {**info, "file": "model.tflite"}
+
+
+class OnnxTfRunner:
+    """The onnx-tf SavedModel's serving signature, called in a worker kept for the session."""
+
+    def __init__(self, context: LoadContext) -> None:
+        self._artifact = context.artifact
+        self._layout = Layout.load(context.artifact)
+        self._scratch = Path(tempfile.mkdtemp(prefix="modelparity-onnx-tf-"))
+        self._worker = LegacyWorker(self._scratch / "worker.log")
+        self.facts = {"runtime": "tensorflow (onnx-tf environment)", "environment": str(legacy_env.env_dir()),
+                      "layout": self._layout.summary()}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds, answers = self._scratch / "inputs.npz", self._scratch / "outputs.npz"
+        np.savez(feeds, **self._layout.to_artifact(inputs))
+        self._worker.request("run", saved_model=str(self._artifact), inputs=str(feeds),
+                             outputs=str(answers))
+        with np.load(answers) as data:
+            return self._layout.from_artifact({name: data[name] for name in data.files})
+
+
+def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
+    export = legacy_export(OPSET)
+    nodes = [] if export.id in graph else [export]
+    requires = (ONNX, LEGACY_ENV)
+    params = {"pins": legacy_env.pins_digest()}
+    parent = f"{export.id}-onnxtf"
+    return nodes + [
+        Format("onnxtf", parent=export.id, build="modelparity.formats.onnx_tf:convert", params=params,
+               requires=requires, produces="savedmodel",
+               description="onnx-tf 1.10.0 prepare + export_graph (its own environment)"),
+        Format("tf", parent=parent, load=OnnxTfRunner, requires=requires,
+               description="TensorFlow 2.15 in the onnx-tf environment, serving_default signature"),
+        Format("tflite-drq", parent=parent, build="modelparity.formats.onnx_tf:to_tflite",
+               load=TFLiteRunner, requires=(*requires, LITERT), precision="int8", produces="tflite",
+               description="TFLiteConverter.from_saved_model, Optimize.DEFAULT, in the onnx-tf "
+                           "environment; run with LiteRT"),
+    ]

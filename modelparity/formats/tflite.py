@@ -1,0 +1,169 @@
+"""TFLite, run with the LiteRT interpreter: onnx2tf's float32/float16 files, and the seed's conversions
+from the SavedModel with TFLiteConverter: dynamic-range INT8 (Optimize.DEFAULT) and full-integer INT8
+calibrated on the model's own calibration inputs (digits_cnn: real held-out digits).
+
+A TFLite input whose signature fixes the batch is resized when the batch differs; where the
+interpreter refuses, the check fails with its error (no silent pass). INT8 runs use the int8 profile:
+top-1 agreement first, element-wise bounds only for gross errors.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity.formats.base import ONNX, Format, LoadContext, Requirement
+from modelparity.formats.layout import LAYOUT_FILE, Layout
+from modelparity.formats.onnx2tf import ONNX2TF, TENSORFLOW
+from modelparity.formats.onnx_export import PRIMARY_ONNX
+from modelparity.models import ModelArtifact
+
+LITERT = Requirement("ai_edge_litert", "pip install 'modelparity[tf]'")
+
+
+def from_saved_model(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """TFLiteConverter.from_saved_model with Optimize.DEFAULT; with a representative data set when
+    params['full_integer'] (int8 kernels only, int8 inputs and outputs)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(source)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    layout = Layout.load(Path(source))
+    if params["full_integer"]:
+        calibration = ModelArtifact(Path(model)).calibration_inputs()
+        converter.representative_dataset = lambda: _representative(layout, calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    (Path(out) / "model.tflite").write_bytes(converter.convert())
+    shutil.copy(Path(source) / LAYOUT_FILE, Path(out) / LAYOUT_FILE)
+    samples = len(next(iter(calibration.values()))) if params["full_integer"] else 0
+    return {"file": "model.tflite", "tensorflow": tf.__version__, "calibration_samples": samples}
+
+
+def _representative(layout: Layout, calibration: Mapping[str, np.ndarray]) -> Iterator[list[np.ndarray]]:
+    rows = len(next(iter(calibration.values())))
+    for row in range(rows):
+        sample = layout.to_artifact({k: v[row:row + 1] for k, v in calibration.items()})
+        yield list(sample.values())
+
+
+class TFLiteRunner:
+    """A .tflite file through the interpreter's tensor API (onnx2tf writes files without signatures).
+
+    Tensors pair with the model's by name where the names match, otherwise in order. An input whose
+    shape differs from the allocated one is resized where the file's shape signature allows it (-1);
+    a file with a fixed shape refuses, and the check fails with that error instead of passing.
+    int8 inputs are quantised and int8 outputs dequantised with the file's own scale and zero point.
+    """
+
+    def __init__(self, context: LoadContext) -> None:
+        from ai_edge_litert import interpreter as litert
+
+        path = context.artifact / context.params.get("file", "model.tflite")
+        self._interpreter = litert.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        self._interpreter.allocate_tensors()
+        self._layout = Layout.load(context.artifact)
+        self._inputs = _pair(context.input_names, self._interpreter.get_input_details(),
+                             self._layout.artifact_names("inputs"))
+        self._outputs = _pair(context.output_names, self._interpreter.get_output_details(),
+                              self._layout.artifact_names("outputs"))
+        self.facts = {"runtime": f"ai_edge_litert {_version('ai-edge-litert')}", "file": path.name,
+                      "layout": self._layout.summary(), "num_threads": os.cpu_count(),
+                      "tensors": {name: {"tflite_name": d["name"], "dtype": np.dtype(d["dtype"]).name,
+                                         "shape_signature": d["shape_signature"].tolist()}
+                                  for name, d in {**self._inputs, **self._outputs}.items()}}
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = self._layout.to_artifact(inputs, keep_names=True)
+        resized = False
+        for name, value in feeds.items():
+            detail = self._inputs[name]
+            if tuple(detail["shape"]) != value.shape:
+                _check_resizable(detail, value.shape)
+                self._interpreter.resize_tensor_input(detail["index"], value.shape, strict=True)
+                resized = True
+        if resized:
+            self._interpreter.allocate_tensors()
+            self._refresh_details()
+        for name, value in feeds.items():
+            self._interpreter.set_tensor(self._inputs[name]["index"], _quantize(value, self._inputs[name]))
+        self._interpreter.invoke()
+        raw = {name: _dequantize(self._interpreter.get_tensor(d["index"]), d)
+               for name, d in self._outputs.items()}
+        return self._layout.from_artifact(raw, keep_names=True)
+
+    def _refresh_details(self) -> None:
+        by_index = {d["index"]: d for d in (self._interpreter.get_input_details()
+                                            + self._interpreter.get_output_details())}
+        for table in (self._inputs, self._outputs):
+            for name, detail in table.items():
+                table[name] = by_index[detail["index"]]
+
+
+def _pair(model_names: list[str], details: list[dict[str, Any]], artifact_names: list[str]
+          ) -> dict[str, dict[str, Any]]:
+    """The file's tensor detail for each of the model's tensors: by name if all match, else in order."""
+    if len(details) != len(model_names):
+        raise ValueError(f"the .tflite file has {len(details)} tensors ({[d['name'] for d in details]}) "
+                         f"where the model has {len(model_names)} ({model_names})")
+    by_name = {d["name"]: d for d in details}
+    for candidates in (model_names, artifact_names):
+        if candidates and all(n in by_name for n in candidates):
+            return {m: by_name[n] for m, n in zip(model_names, candidates, strict=True)}
+    return dict(zip(model_names, details, strict=True))
+
+
+def _check_resizable(detail: Mapping[str, Any], shape: tuple[int, ...]) -> None:
+    signature = detail["shape_signature"].tolist()
+    fixed = [i for i, (s, n) in enumerate(zip(signature, shape, strict=True)) if s != -1 and s != n]
+    if len(signature) != len(shape) or fixed:
+        raise ValueError(f"the .tflite input {detail['name']!r} has a fixed shape {signature}; it cannot "
+                         f"take shape {list(shape)} (dims {fixed} are static in the file)")
+
+
+def _quantize(value: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer) or scale == 0 or np.issubdtype(value.dtype, np.integer):
+        return value.astype(dtype)
+    limits = np.iinfo(dtype)
+    return np.clip(np.round(value / scale + zero_point), limits.min, limits.max).astype(dtype)
+
+
+def _dequantize(value: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(value.dtype, np.integer) or scale == 0:
+        return value
+    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def _version(distribution: str) -> str:
+    from modelparity.machine import distribution_version
+
+    return distribution_version(distribution) or "unknown"
+
+
+def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
+    parent = f"{PRIMARY_ONNX}-onnx2tf"
+    if parent not in graph:
+        return []
+    requires = (ONNX, TENSORFLOW, ONNX2TF, LITERT)
+    build = "modelparity.formats.tflite:from_saved_model"
+    return [
+        Format("tflite-fp32", parent=parent, load=TFLiteRunner, requires=requires,
+               params={"file": "model_float32.tflite"}, description="onnx2tf's float32 .tflite"),
+        Format("tflite-fp16", parent=parent, load=TFLiteRunner, requires=requires, precision="fp16",
+               params={"file": "model_float16.tflite"}, description="onnx2tf's float16 .tflite"),
+        Format("tflite-drq", parent=parent, build=build, load=TFLiteRunner, requires=requires,
+               params={"full_integer": False}, precision="int8", produces="tflite",
+               description="TFLiteConverter.from_saved_model, Optimize.DEFAULT (dynamic-range INT8)"),
+        Format("tflite-int8", parent=parent, build=build, load=TFLiteRunner, requires=requires,
+               params={"full_integer": True}, precision="int8", produces="tflite",
+               description="full-integer INT8, representative data from the model's calibration inputs"),
+    ]
