@@ -1,3 +1,3 @@
 """modelparity's pytest wiring; the engine (modelparity/) never imports pytest."""
 
-pytest_plugins = ["fixtures.config", "fixtures.parity", "fixtures.reporting"]
+pytest_plugins = ["fixtures.config", "fixtures.parity", "fixtures.dynamic", "fixtures.reporting"]

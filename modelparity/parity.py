@@ -52,10 +52,10 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
                   for n in harness.graph.chain(format_id)],
         "precision_profile": node.precision, "builtin_model": spec.builtin,
     }
-    unavailable = _unavailable(harness, model, format_id, batch, strict_backends)
-    if unavailable is not None:
-        unavailable.record = record
-        return unavailable
+    stop = unavailable(harness, model, format_id, batch, strict_backends)
+    if stop is not None:
+        stop.record = record
+        return stop
 
     build = BuildRecord()
     record["build"] = build.steps
@@ -103,7 +103,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     return Outcome("passed", comparison.message(), warnings=problems, record=record)
 
 
-def _unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
+def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
                  strict_backends: bool) -> Outcome | None:
     """Why this check cannot run here: a backend not installed, or a format that does not apply."""
     problems = [p for r in harness.graph.requirements(format_id) if (p := r.problem()) is not None]

@@ -22,14 +22,27 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class AxisRange:
-    """Sizes a dynamic axis may take, inclusive."""
+    """Sizes a dynamic axis may take, inclusive; with `multiple_of`, only multiples of it (e.g. 32
+    for an image size a network downsamples five times). Two dims named by the same axis always
+    have the same size (e.g. "size" for both height and width of a model that needs squares)."""
 
     min: int
     max: int
+    multiple_of: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.min <= self.max:
             raise SpecError(f"axis range needs 0 < min <= max, got min={self.min} max={self.max}")
+        if self.multiple_of < 1 or not self.sizes():
+            raise SpecError(f"axis range {self.min}..{self.max} has no multiple of {self.multiple_of}")
+
+    def sizes(self) -> range:
+        """Every allowed size, smallest first."""
+        first = -(-self.min // self.multiple_of) * self.multiple_of
+        return range(first, self.max + 1, self.multiple_of)
+
+    def allows(self, size: int) -> bool:
+        return self.min <= size <= self.max and size % self.multiple_of == 0
 
 
 @dataclass
@@ -81,7 +94,7 @@ class ModelSpec:
         for axis, size in sizes.items():
             bounds = self.axis_ranges[axis]
             if size == 1 and bounds.max >= 2:
-                sizes[axis] = max(2, bounds.min)
+                sizes[axis] = next(n for n in bounds.sizes() if n >= 2)
         return sizes
 
     def inputs_for(self, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
@@ -148,9 +161,10 @@ def validate(spec: object, origin: str) -> ModelSpec:
                                 f"add axis_ranges={{{axis!r}: AxisRange(min, max)}}")
     for axis, size in spec.example_sizes().items():
         bounds = spec.axis_ranges[axis]
-        if not bounds.min <= size <= bounds.max:
+        if not bounds.allows(size):
             raise SpecError(f"{where}: the example has {axis}={size}, outside its declared range "
-                            f"{bounds.min}..{bounds.max}")
+                            f"{bounds.min}..{bounds.max}"
+                            + (f" (multiples of {bounds.multiple_of})" if bounds.multiple_of > 1 else ""))
     if spec.batch_axis is not None and spec.batch_axis not in spec.example_sizes():
         spec.batch_axis = None
     from modelparity.tolerance import ToleranceConfigError, parse_overrides

@@ -17,15 +17,25 @@ def shared_store(tmp_path_factory):
     return tmp_path_factory.mktemp("store")
 
 
-@pytest.fixture
-def run_parity(pytester, shared_store, tmp_path):
-    """Run `pytest suites/parity` in a child process with a private report directory."""
+def _suite_runner(suite, pytester, shared_store, tmp_path):
     def run(*args, store=None):
         reports = tmp_path / "reports"
         result = pytester.runpytest_subprocess(
-            str(ROOT / "suites" / "parity"), "--store", str(store or shared_store),
+            str(ROOT / "suites" / suite), "--store", str(store or shared_store),
             "--report-dir", str(reports), "-p", "no:cacheprovider", "-p", "no:randomly", *args,
             timeout=900)
         result.reports = reports
         return result
     return run
+
+
+@pytest.fixture
+def run_parity(pytester, shared_store, tmp_path):
+    """Run `pytest suites/parity` in a child process with a private report directory."""
+    return _suite_runner("parity", pytester, shared_store, tmp_path)
+
+
+@pytest.fixture
+def run_dynamic(pytester, shared_store, tmp_path):
+    """Run `pytest suites/dynamic` in a child process with a private report directory."""
+    return _suite_runner("dynamic", pytester, shared_store, tmp_path)

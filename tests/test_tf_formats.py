@@ -13,6 +13,10 @@ from tests.conftest import BROKEN_FORMATS, TINY
 def test_channels_last_is_found_and_undone():
     assert match_permutation([None, 3, 12, 20], [None, 12, 20, 3]) == ((0, 2, 3, 1), False)
     assert match_permutation([None, 10], [None, 10]) == ((0, 1), False)
+    # all dims symbolic: the converter's habit decides (onnx2tf channels-last, onnx-tf as is)
+    ncl = [None, 4, None]
+    assert match_permutation(ncl, ncl) == ((0, 2, 1), True)
+    assert match_permutation(ncl, ncl, prefer_channels_last=False) == ((0, 1, 2), True)
     nchw, nhwc = [None, 3, 12, 20], [None, 12, 20, 3]
     layout = Layout(describe_layout({"inputs": {"x": nchw}, "outputs": {"y": nchw}},
                                     {"inputs": ["x"], "outputs": ["out_0"]},

@@ -18,7 +18,12 @@ import numpy as np
 
 
 class Runner(Protocol):
-    """Takes and returns named arrays in the model's own layout; `facts` says what really ran."""
+    """Takes and returns named arrays in the model's own layout; `facts` says what really ran.
+
+    A runner may also define `declared_shapes() -> {input: [size or None]}`: the input shapes its
+    artifact declares, in the model's layout, None where a dim is symbolic (suites/dynamic checks
+    that every declared dynamic axis is symbolic there). Formats that cannot tell leave it out.
+    """
 
     facts: dict[str, Any]
 
@@ -77,6 +82,8 @@ class Format:
     load: builds a Runner from a LoadContext, in the test process.
     precision: the tolerance profile its outputs are held to.
     applies: given machine facts, a reason the format does not apply here (None if it does).
+    fixed_shapes: set when the format cannot be dynamic by design, saying why; suites/dynamic then
+        requires it to refuse other shapes and reports it as static.
     """
 
     name: str
@@ -88,6 +95,7 @@ class Format:
     requires: tuple[Requirement | EnvironmentRequirement, ...] = ()
     applies: Callable[[Mapping[str, Any]], str | None] | None = None
     produces: str | None = None
+    fixed_shapes: str | None = None
     description: str = ""
 
     @property

@@ -29,15 +29,19 @@ def _fits(source: Shape, target: Shape, perm: Sequence[int]) -> bool:
         s is None or t is None or s == t for s, t in zip((source[p] for p in perm), target, strict=True))
 
 
-def match_permutation(source: Shape, target: Shape) -> tuple[tuple[int, ...], bool]:
+def match_permutation(source: Shape, target: Shape, prefer_channels_last: bool = True
+                      ) -> tuple[tuple[int, ...], bool]:
     """The permutation p with target == source[p], and whether the shapes left it ambiguous.
 
-    Candidates are the identity and channels-last; for rank >= 3 channels-last is what onnx2tf
-    does, so it wins a tie (e.g. a tensor whose static dims are all equal).
+    Candidates are the identity and channels-last (rank >= 3). When the shapes fit both (symbolic or
+    equal dims), the converter's habit decides: onnx2tf makes such tensors channels-last, onnx-tf
+    keeps them as they are.
     """
     rank = len(source)
     identity = tuple(range(rank))
     candidates = [channels_last(rank), identity] if rank >= 3 else [identity]
+    if not prefer_channels_last:
+        candidates.reverse()
     fitting = [p for p in dict.fromkeys(candidates) if _fits(source, target, p)]
     if not fitting:
         raise ValueError(f"no layout maps the model's shape {list(source)} onto the artifact's "
@@ -61,7 +65,8 @@ def onnx_shapes(onnx_path: Path) -> dict[str, dict[str, list[int | None]]]:
 
 def describe_layout(model_shapes: Mapping[str, Mapping[str, Shape]],
                     artifact_names: Mapping[str, Sequence[str]],
-                    artifact_shapes: Mapping[str, Mapping[str, Shape]]) -> dict[str, Any]:
+                    artifact_shapes: Mapping[str, Mapping[str, Shape]],
+                    prefer_channels_last: bool = True) -> dict[str, Any]:
     """layout.json's content: per model tensor, the artifact's tensor name, shape and permutation.
 
     `artifact_names` pairs the model's inputs and outputs (in order) with the artifact's names.
@@ -72,7 +77,7 @@ def describe_layout(model_shapes: Mapping[str, Mapping[str, Shape]],
         for (name, shape), target_name in zip(model_shapes[kind].items(), artifact_names[kind],
                                               strict=True):
             target = artifact_shapes[kind][target_name]
-            perm, ambiguous = match_permutation(shape, target)
+            perm, ambiguous = match_permutation(shape, target, prefer_channels_last)
             entries[name] = {"artifact_name": target_name, "model_shape": list(shape),
                              "artifact_shape": list(target), "permutation": list(perm),
                              "ambiguous": ambiguous,
@@ -116,6 +121,16 @@ class Layout:
             value = outputs[name if keep_names else entry["artifact_name"]]
             result[name] = np.ascontiguousarray(np.transpose(value, inverse))
         return result
+
+    def to_model_shape(self, name: str, artifact_shape: Sequence[int | None]) -> list[int | None]:
+        """An input shape as the artifact declares it, in the model's dim order."""
+        inverse = np.argsort(self.description["inputs"][name]["permutation"])
+        return [artifact_shape[i] for i in inverse]
+
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        """The artifact's input shapes recorded at build time, in the model's dim order."""
+        return {name: self.to_model_shape(name, entry["artifact_shape"])
+                for name, entry in self.description["inputs"].items()}
 
     def summary(self) -> dict[str, str]:
         return {f"{kind[:-1]} {name}": f"{e['layout']} {e['artifact_shape']}"

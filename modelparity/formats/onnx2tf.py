@@ -58,6 +58,9 @@ class SavedModelRunner:
         self.facts = {"runtime": f"tensorflow {tf.__version__}", "signature": SIGNATURE,
                       "layout": self._layout.summary()}
 
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        return self._layout.declared_shapes()
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: self._tf.constant(v) for k, v in self._layout.to_artifact(inputs).items()}
         result = self._signature(**feeds)

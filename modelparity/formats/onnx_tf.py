@@ -102,7 +102,8 @@ def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dic
     shapes = onnx_shapes(onnx_file)
     layout = Layout(describe_layout(shapes, {"inputs": list(shapes["inputs"]),
                                              "outputs": list(shapes["outputs"])},
-                                    {"inputs": info.pop("inputs"), "outputs": info.pop("outputs")}))
+                                    {"inputs": info.pop("inputs"), "outputs": info.pop("outputs")},
+                                    prefer_channels_last=False))
     layout.save(Path(out))
     return {**info, "layout": layout.summary(), "environment": str(legacy_env.env_dir())}
 
@@ -128,6 +129,9 @@ class OnnxTfRunner:
         self._worker = LegacyWorker(self._scratch / "worker.log")
         self.facts = {"runtime": "tensorflow (onnx-tf environment)", "environment": str(legacy_env.env_dir()),
                       "layout": self._layout.summary()}
+
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        return self._layout.declared_shapes()
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, answers = self._scratch / "inputs.npz", self._scratch / "outputs.npz"

@@ -46,6 +46,10 @@ class OnnxRuntimeRunner:
             "execution_mode": "parallel" if params.get("parallel") else "sequential",
         }
 
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        return {i.name: [d if isinstance(d, int) else None for d in i.shape]
+                for i in self._session.get_inputs()}
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self._outputs, dict(inputs))
         return dict(zip(self._outputs, values, strict=True))

@@ -74,6 +74,12 @@ class OpenVinoRunner:
                       "inference_precision": str(self._compiled.get_property("INFERENCE_PRECISION_HINT")),
                       "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS"))}
 
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        shapes = {}
+        for name, port in zip(self._inputs, self._compiled.inputs, strict=True):
+            shapes[name] = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+        return shapes
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer({name: inputs[name] for name in self._inputs}, share_inputs=False)
         by_name = {port.get_any_name(): value for port, value in result.items()}

@@ -79,6 +79,11 @@ class TFLiteRunner:
                                          "shape_signature": d["shape_signature"].tolist()}
                                   for name, d in {**self._inputs, **self._outputs}.items()}}
 
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        return {name: self._layout.to_model_shape(name, [None if d == -1 else int(d)
+                                                         for d in detail["shape_signature"]])
+                for name, detail in self._inputs.items()}
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = self._layout.to_artifact(inputs, keep_names=True)
         resized = False

@@ -5,4 +5,5 @@ BUILTIN_MODELS: dict[str, str] = {
     "mobilenet_v3_small": "modelparity.zoo.vision:mobilenet_v3_small",
     "digits_cnn": "modelparity.zoo.digits:digits_cnn",
     "tiny_transformer": "modelparity.zoo.transformer:tiny_transformer",
+    "pad_to_even": "modelparity.zoo.branching:pad_to_even",
 }

@@ -69,9 +69,11 @@ _RANDOM_INIT_TOLERANCES = {
                      "(measured 0.042 max abs on logits of spread 2)"},
     "profile:bf16": {"atol": 0.75, "reason": "random-init backbone amplifies bf16 rounding "
                      "(measured 0.48 max abs on logits of spread 2)"},
-    "profile:int8": {"atol": 1.5, "reason": "random-init backbone amplifies int8 weight rounding "
-                     "(TFLite dynamic-range INT8 measured 1.14 max abs, cosine 0.991, on logits "
-                     "of spread 2); top-1 agreement is the int8 gate"},
+    "profile:int8": {"atol": 1.5, "min_top1": 0.6,
+                     "reason": "random-init backbone amplifies int8 weight rounding: TFLite dynamic-"
+                     "range INT8 measured 1.14 max abs, cosine 0.991, on logits of spread 2, and "
+                     "top-1 changed on 2 of 16 and 3 of 8 rows, whose top-1/top-2 margins (0.04-0.13) "
+                     "are below that error; a broken artifact (random top-1) still fails 60%"},
 }
 
 

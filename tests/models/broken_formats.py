@@ -27,6 +27,22 @@ def perturb_one_weight(source, out, params, model):
     return {"perturbed": biggest.name}
 
 
+def fix_input_shapes(source, out, params, model):
+    """Copy the ONNX file with every symbolic input dim fixed at the export inputs' size."""
+    import onnx
+
+    from modelparity.models import ModelArtifact
+
+    shapes = {k: v.shape for k, v in ModelArtifact(Path(model)).export_inputs().items()}
+    proto = onnx.load(str(Path(source) / "model.onnx"))
+    for value in proto.graph.input:
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_param"):
+                dim.dim_value = int(shapes[value.name][index])
+    onnx.save(proto, str(Path(out) / "model.onnx"))
+    return {"fixed": {k: list(v) for k, v in shapes.items()}}
+
+
 def segfault(source, out, params, model):
     ctypes.string_at(0)
 
@@ -54,6 +70,10 @@ def formats(graph, options):
         Format("perturbed", parent="onnx-dynamo", build=f"{HERE}:perturb_one_weight",
                params={"delta": 0.5}, produces="onnx"),
         Format("ort", parent="onnx-dynamo-perturbed", **ort),
+        Format("fixed", parent="onnx-dynamo", build=f"{HERE}:fix_input_shapes", produces="onnx"),
+        Format("ort", parent="onnx-dynamo-fixed", **ort),
+        Format("ort-declared-static", parent="onnx-dynamo-fixed", fixed_shapes="input shapes fixed "
+               "at the export's by design", **ort),
         Format("segfaulting", parent="onnx-dynamo", build=f"{HERE}:segfault", produces="onnx"),
         Format("ort", parent="onnx-dynamo-segfaulting", **ort),
         Format("hanging", parent="onnx-dynamo", build=f"{HERE}:hang", produces="onnx"),
