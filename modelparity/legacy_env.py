@@ -66,7 +66,7 @@ def create(directory: Path) -> None:
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(directory)], check=True)
     # The main environment's constraints (PIP_CONSTRAINT under tox) pin the opposite versions.
     env = {**os.environ, "PIP_CONSTRAINT": str(CONSTRAINTS)}
-    subprocess.run([str(directory / "bin" / "python"), "-m", "pip", "install", "--quiet",
+    subprocess.run([str(directory / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-compile",
                     *REQUIREMENTS], check=True, env=env)
     marker.write_text(pins_digest() + "\n")
     print(f"onnx-tf environment created at {directory}")
