@@ -73,7 +73,7 @@ def _axes_json(spec: ModelSpec) -> dict[str, Any]:
         "inputs": spec.input_names,
         "outputs": spec.output_names,
         "dynamic_axes": {t: {str(d): a for d, a in dims.items()} for t, dims in spec.dynamic_axes.items()},
-        "axis_ranges": {a: [r.min, r.max] for a, r in spec.axis_ranges.items()},
+        "axis_ranges": {a: [r.min, r.max, r.multiple_of] for a, r in spec.axis_ranges.items()},
     }
 
 

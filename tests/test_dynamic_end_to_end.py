@@ -20,6 +20,14 @@ def test_clean_model_keeps_its_batch_axis_everywhere_it_claims(run_dynamic):
     assert "<table>" in (result.reports / "dynamic.html").read_text()
 
 
+def test_equal_and_stepped_axes_export_and_run(run_dynamic):
+    result = run_dynamic("--model", f"{TINY}:build_square_sizes", "--formats",
+                         "onnx-dynamo-ort,ov-irfp32-cpu,onnx-legacy-op17-ort")
+    result.assert_outcomes(passed=3)
+    report = json.loads((result.reports / "dynamic.json").read_text())
+    assert {c["axes"]["side"]["status"] for c in report["checks"]} == {"dynamic"}
+
+
 def test_onnx_with_a_fixed_batch_claimed_dynamic_fails_with_the_shape(run_dynamic):
     result = run_dynamic("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
                          "--formats", "onnx-dynamo-fixed-ort")

@@ -24,6 +24,7 @@ def test_clean_model_passes_and_reports_validate(run_parity):
     assert check["build"][0]["info"]["opset"] >= 18
     html = (result.reports / "parity.html").read_text()
     assert "<svg" in html and "tiny-onnx-dynamo-ort-b4" in html
+    assert "conversion logs: <a href='file://" in html
     assert not any(tag in html for tag in ("<script", "<link", "src=", "@import")), "not self-contained"
 
 

@@ -68,8 +68,12 @@ def dynamic_shapes(meta: Mapping[str, Any], axes: Mapping[str, Mapping[int, str]
     """torch.export's dynamic_shapes (one entry per positional input) from the spec's axes."""
     from torch.export import Dim
 
-    ranges = meta["axis_ranges"]
-    dims = {name: Dim(name, min=lo, max=hi) for name, (lo, hi) in ranges.items()}
+    dims = {}
+    for name, (lo, hi, step) in meta["axis_ranges"].items():
+        # A size that must be a multiple of `step` is step * a free dim: torch.export would otherwise
+        # find the model's divisibility guards violated by the declared range.
+        dims[name] = (Dim(name, min=lo, max=hi) if step == 1
+                      else step * Dim(f"{name}_over_{step}", min=-(-lo // step), max=hi // step))
     return tuple({d: dims[a] for d, a in axes.get(name, {}).items()} or None
                  for name in meta["inputs"])
 

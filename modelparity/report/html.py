@@ -139,6 +139,10 @@ def _detail(check: Mapping[str, Any]) -> str:
              f"batch {check['batch']}</p>"]
     if check.get("message"):
         lines.append(f"<pre>{escape(check['message'])}</pre>")
+    logs = [(step["node"], step["log"]) for step in check.get("build", []) if step.get("log")]
+    if logs:  # converters print a lot; their logs stay in the store next to each artifact
+        lines.append("<p>conversion logs: " + ", ".join(
+            f"<a href='{escape(Path(log).as_uri())}'>{escape(node)}</a>" for node, log in logs) + "</p>")
     for output in check.get("comparison", {}).get("outputs", []):
         tol = output["tolerance"]
         stats = {k: output.get(k) for k in ("max_abs", "max_abs_index", "max_rel", "mean_abs",

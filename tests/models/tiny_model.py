@@ -42,6 +42,14 @@ def build_non_square() -> ModelSpec:
     return spec
 
 
+def build_square_sizes() -> ModelSpec:
+    """Square images whose side is a multiple of 4: one axis name on two dims, and a step."""
+    spec = build(name="tiny_square")
+    spec.dynamic_axes = {"image": {0: "batch", 2: "side", 3: "side"}, "logits": {0: "batch"}}
+    spec.axis_ranges = {"batch": AxisRange(1, 8), "side": AxisRange(8, 32, multiple_of=4)}
+    return spec
+
+
 def build_wrong_type():
     return {"name": "tiny"}
 
