@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,11 @@ class OnnxTfRunner:
     def __init__(self, context: LoadContext) -> None:
         self._artifact = context.artifact
         self._layout = Layout.load(context.artifact)
-        self._scratch = Path(tempfile.mkdtemp(prefix="modelparity-onnx-tf-"))
+        # Removed, and the worker stopped, when the runner goes (at the end of the session at latest).
+        self._scratch_dir = tempfile.TemporaryDirectory(prefix="modelparity-onnx-tf-")
+        self._scratch = Path(self._scratch_dir.name)
         self._worker = LegacyWorker(self._scratch / "worker.log")
+        weakref.finalize(self, self._worker.close)
         self.facts = {"runtime": "tensorflow (onnx-tf environment)", "environment": str(legacy_env.env_dir()),
                       "layout": self._layout.summary()}
 
