@@ -1,3 +1,5 @@
 """modelparity's pytest wiring; the engine (modelparity/) never imports pytest."""
 
-pytest_plugins = ["fixtures.config", "fixtures.parity", "fixtures.dynamic", "fixtures.reporting"]
+pytest_plugins = [
+    "fixtures.config", "fixtures.parity", "fixtures.dynamic", "fixtures.latency", "fixtures.reporting",
+]

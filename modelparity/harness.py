@@ -19,6 +19,7 @@ from modelparity.isolate import IsolatedError, run_isolated
 from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
 from modelparity.references import import_module_of
+from modelparity.runner_worker import IsolatedRunner
 from modelparity.spec import ModelSpec, SpecError
 from modelparity.store import Artifact, ArtifactStore, StoredBuildError, content_key
 
@@ -59,7 +60,7 @@ class Harness:
         self.store = store
         self.build_timeout = build_timeout
         self._models: dict[str, LoadedModel] = {}
-        self._runners: dict[tuple[str, str], tuple[Runner, float]] = {}
+        self._runners: dict[tuple[str, str, bool], tuple[Runner, float]] = {}
 
     def model(self, reference: str) -> LoadedModel:
         if reference not in self._models:
@@ -122,14 +123,20 @@ class Harness:
                                                     "cache": error.kind != "timeout"}) from None
         return build
 
-    def runner(self, model: LoadedModel, format_id: str, artifact: Artifact) -> tuple[Runner, float]:
-        """A loaded runner for the format, and how long loading took (first time only)."""
-        key = (model.reference, format_id)
+    def runner(self, model: LoadedModel, format_id: str, artifact: Artifact, in_process: bool = False
+               ) -> tuple[Runner, float]:
+        """A loaded runner for the format, and how long loading took (first time only). A format
+        with `isolate_runtime` gets a runner in a worker process unless `in_process` is asked for
+        (suites/latency, after running it in a child first)."""
+        node = self.graph.nodes[format_id]
+        isolated = node.isolate_runtime and not in_process
+        key = (model.reference, format_id, isolated)
         if key not in self._runners:
-            node = self.graph.nodes[format_id]
             assert node.load is not None, f"{format_id} has no runner"
+            context = LoadContext(artifact.path, node.params, model.spec.input_names,
+                                  model.spec.output_names)
             started = time.perf_counter()
-            runner = node.load(LoadContext(artifact.path, node.params, model.spec.input_names,
-                                           model.spec.output_names))
+            runner = (IsolatedRunner(self.graph, format_id, context, self.build_timeout) if isolated
+                      else node.load(context))
             self._runners[key] = (runner, time.perf_counter() - started)
         return self._runners[key]

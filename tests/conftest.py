@@ -39,3 +39,14 @@ def run_parity(pytester, shared_store, tmp_path):
 def run_dynamic(pytester, shared_store, tmp_path):
     """Run `pytest suites/dynamic` in a child process with a private report directory."""
     return _suite_runner("dynamic", pytester, shared_store, tmp_path)
+
+
+@pytest.fixture
+def run_latency(pytester, shared_store, tmp_path):
+    """Run `pytest suites/latency --benchmark-only` in a child process, briefly (0.05 s a benchmark)."""
+    runner = _suite_runner("latency", pytester, shared_store, tmp_path)
+
+    def run(*args, store=None):
+        return runner("--benchmark-only", "--latency-budget", "0.05", "--latency-warmup", "0.01",
+                      *args, store=store)
+    return run

@@ -32,10 +32,12 @@ class FormatGraphError(ValueError):
 
 
 class FormatGraph:
-    """Nodes by id, with their chains."""
+    """Nodes by id, with their chains; `recipe` is what build_graph made it from, so that a child
+    process (the memory probe) can make the same graph."""
 
-    def __init__(self, nodes: Iterable[Format] = ()) -> None:
+    def __init__(self, nodes: Iterable[Format] = (), recipe: Mapping[str, Any] | None = None) -> None:
         self.nodes: dict[str, Format] = {}
+        self.recipe = dict(recipe or {})
         self.add(nodes)
 
     def add(self, nodes: Iterable[Format]) -> None:
@@ -71,7 +73,7 @@ class FormatGraph:
 
 def build_graph(options: Mapping[str, Any], plugins: Sequence[str] = ()) -> FormatGraph:
     """The built-in formats, then each plugin's, for the resolved `options` (e.g. opsets)."""
-    graph = FormatGraph()
+    graph = FormatGraph(recipe={"options": dict(options), "plugins": list(plugins)})
     modules = [importlib.import_module(name) for name in FORMAT_MODULES]
     modules += [import_module_of(f"{plugin}:formats") for plugin in plugins]
     for module in modules:

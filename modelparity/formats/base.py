@@ -23,11 +23,22 @@ class Runner(Protocol):
     A runner may also define `declared_shapes() -> {input: [size or None]}`: the input shapes its
     artifact declares, in the model's layout, None where a dim is symbolic (suites/dynamic checks
     that every declared dynamic axis is symbolic there). Formats that cannot tell leave it out.
+
+    A runner may also define `timed_call(inputs) -> Callable[[], object]`: the runtime's own inference
+    call with the inputs already prepared (layout, dtype, quantisation, resizing done once, outside),
+    returning the runtime's raw outputs. suites/latency times that call alone; a runner without it
+    is timed through run(), and the report says so. A runner whose runtime cannot be timed in this
+    process raises NotTimeable from it. `runtime_modules` (a class attribute) names the modules its
+    loader imports, so the memory probe can import them before measuring the session build.
     """
 
     facts: dict[str, Any]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class NotTimeable(RuntimeError):
+    """The runner's runtime runs outside this process; timing it here would time the pipe."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ class Format:
     applies: given machine facts, a reason the format does not apply here (None if it does).
     fixed_shapes: set when the format cannot be dynamic by design, saying why; suites/dynamic then
         requires it to refuse other shapes and reports it as static.
+    device: where it runs, "cpu" or an accelerator ("cuda"); tests of accelerator formats carry the
+        pytest marker `gpu`.
+    isolate_runtime: its runtime is native code that has crashed processes: parity and dynamic run
+        its runner in a worker process (modelparity/runner_worker.py).
     """
 
     name: str
@@ -96,6 +111,8 @@ class Format:
     applies: Callable[[Mapping[str, Any]], str | None] | None = None
     produces: str | None = None
     fixed_shapes: str | None = None
+    device: str = "cpu"
+    isolate_runtime: bool = False
     description: str = ""
 
     @property

@@ -7,7 +7,8 @@ build records the real layout in layout.json (shown in the report) and the runne
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dic
 class SavedModelRunner:
     """The SavedModel's serving signature, called with the model's arrays in the artifact's layout."""
 
+    runtime_modules = ("tensorflow",)
+
     def __init__(self, context: LoadContext) -> None:
         import tensorflow as tf
 
@@ -56,14 +59,18 @@ class SavedModelRunner:
         self._layout = Layout.load(context.artifact)
         self._signature = tf.saved_model.load(str(context.artifact)).signatures[SIGNATURE]
         self.facts = {"runtime": f"tensorflow {tf.__version__}", "signature": SIGNATURE,
+                      "provider": "CPU", "threads": "runtime default",
                       "layout": self._layout.summary()}
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return self._layout.declared_shapes()
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
         feeds = {k: self._tf.constant(v) for k, v in self._layout.to_artifact(inputs).items()}
-        result = self._signature(**feeds)
+        return functools.partial(self._signature, **feeds)
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.timed_call(inputs)()
         return self._layout.from_artifact({k: v.numpy() for k, v in result.items()})
 
 

@@ -12,84 +12,35 @@ scaled_dot_product_attention; onnx-tf's handlers stop well before the dynamo exp
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
 import shutil
-import signal
-import subprocess
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from modelparity import legacy_env
-from modelparity.formats.base import ONNX, EnvironmentRequirement, Format, LoadContext
+from modelparity.formats.base import ONNX, EnvironmentRequirement, Format, LoadContext, NotTimeable
 from modelparity.formats.layout import Layout, describe_layout, onnx_shapes
 from modelparity.formats.onnx_export import legacy_export
 from modelparity.formats.tflite import LITERT, TFLiteRunner
+from modelparity.worker import Worker
 
 WORKER = Path(__file__).with_name("onnx_tf_worker.py")
 OPSET = 14
 LEGACY_ENV = EnvironmentRequirement("onnx-tf environment", legacy_env.CREATE_COMMAND,
                                     legacy_env.absent_reason)
-TAIL_LINES = 25
 
 
-class WorkerError(RuntimeError):
-    """The worker answered with an error, or died; the message carries its error or its log's tail."""
-
-
-class LegacyWorker:
-    """A worker process in the onnx-tf environment; requests go one at a time."""
+class LegacyWorker(Worker):
+    """A worker process in the onnx-tf environment (isolated from this one's site-packages)."""
 
     def __init__(self, log: Path, script: Path = WORKER, timeout: float = 600) -> None:
-        self._log_path = log
-        self._timeout = timeout
-        self._log = open(log, "ab")
-        self._process = subprocess.Popen(
-            [str(legacy_env.env_python()), "-I", "-u", "-X", "faulthandler", str(script)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-
-    def request(self, operation: str, **arguments: Any) -> Any:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        try:
-            self._process.stdin.write(json.dumps({"op": operation, **arguments}) + "\n")
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            pass  # the worker is gone; reading says how
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            if not selector.select(self._timeout):
-                self.close()
-                raise WorkerError(f"the onnx-tf worker did not answer {operation!r} within "
-                                  f"{self._timeout:g} s and was killed\n{self._tail()}")
-        line = self._process.stdout.readline()
-        if not line:
-            code = self._process.wait()
-            how = f"crashed with {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-            raise WorkerError(f"the onnx-tf worker {how} during {operation!r}\n{self._tail()}")
-        answer = json.loads(line)
-        if not answer["ok"]:
-            error = answer["error"]
-            raise WorkerError(f"onnx-tf {operation!r} raised {error['type']}: {error['message']}\n"
-                              f"{error['traceback']}")
-        return answer["result"]
-
-    def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        self._log.close()
-
-    def _tail(self) -> str:
-        self._log.flush()
-        lines = self._log_path.read_text(errors="replace").splitlines()[-TAIL_LINES:]
-        return "--- last lines of the worker's output ---\n" + "\n".join(lines)
+        super().__init__([str(legacy_env.env_python()), "-I", "-u", "-X", "faulthandler", str(script)],
+                         log, "onnx-tf worker", timeout, {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
 
 
 def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
@@ -137,6 +88,10 @@ class OnnxTfRunner:
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return self._layout.declared_shapes()
 
+    def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+        raise NotTimeable("onnx-tf's SavedModel runs in the worker of its own environment; timed from "
+                          "here, its latency would be that of the pipe and the .npz files")
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds, answers = self._scratch / "inputs.npz", self._scratch / "outputs.npz"
         np.savez(feeds, **self._layout.to_artifact(inputs))
@@ -160,6 +115,7 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
                description="TensorFlow 2.15 in the onnx-tf environment, serving_default signature"),
         Format("tflite-drq", parent=parent, build="modelparity.formats.onnx_tf:to_tflite",
                load=TFLiteRunner, requires=(*requires, LITERT), precision="int8", produces="tflite",
+               isolate_runtime=True,
                description="TFLiteConverter.from_saved_model, Optimize.DEFAULT, in the onnx-tf "
                            "environment; run with LiteRT"),
     ]

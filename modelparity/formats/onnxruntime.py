@@ -1,9 +1,12 @@
-"""ONNX Runtime on the CPU: every ONNX artifact at full optimisation, and the primary export at each
-graph-optimisation level and with the seed's threading options (intra_op_num_threads, ORT_PARALLEL)."""
+"""ONNX Runtime: every ONNX artifact at full optimisation on the CPU; the primary export at each
+graph-optimisation level, with the seed's threading options (intra_op_num_threads, ORT_PARALLEL) and
+its memory option (session.use_device_allocator_for_initializers); and on the CUDA and TensorRT
+execution providers where this onnxruntime offers them (onnxruntime-gpu on an NVIDIA machine)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,10 +15,20 @@ from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 
 LEVELS = ("disabled", "basic", "extended", "all")
+GPU_PROVIDERS = {
+    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
+    "trt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+}
 
 
 class OnnxRuntimeRunner:
-    """An InferenceSession over `model.onnx` with the node's session options."""
+    """An InferenceSession over `model.onnx` with the node's session options.
+
+    ONNX Runtime silently falls back to the next provider when the first cannot be created (no GPU,
+    TensorRT libraries missing): the runner refuses that, so a GPU format never passes on the CPU.
+    """
+
+    runtime_modules = ("onnxruntime",)
 
     def __init__(self, context: LoadContext) -> None:
         import onnxruntime as ort
@@ -32,32 +45,65 @@ class OnnxRuntimeRunner:
             options.intra_op_num_threads = params["intra_op_threads"]
         if params.get("parallel"):
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+        for key, value in params.get("session_config", {}).items():
+            options.add_session_config_entry(key, value)
         options.log_severity_level = 3
         providers = list(params.get("providers", ["CPUExecutionProvider"]))
         self._session = ort.InferenceSession(str(context.artifact / "model.onnx"), options,
                                              providers=providers)
+        active = self._session.get_providers()
+        if active[0] != providers[0]:
+            raise RuntimeError(f"ONNX Runtime could not create {providers[0]} and fell back to "
+                               f"{active[0]} (providers active: {active}); this format must run on "
+                               f"{providers[0]}")
         self._outputs = context.output_names
         self.facts = {
             "runtime": f"onnxruntime {ort.__version__}",
+            "provider": active[0],
             "providers_requested": providers,
-            "providers": self._session.get_providers(),
+            "providers": active,
             "graph_optimization_level": params.get("level", "all"),
-            "intra_op_num_threads": options.intra_op_num_threads,
+            "threads": options.intra_op_num_threads or "runtime default (one per physical core)",
             "execution_mode": "parallel" if params.get("parallel") else "sequential",
+            "session_config": dict(params.get("session_config", {})),
         }
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return {i.name: [d if isinstance(d, int) else None for d in i.shape]
                 for i in self._session.get_inputs()}
 
+    def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
+        return functools.partial(self._session.run, self._outputs, dict(inputs))
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self._session.run(self._outputs, dict(inputs))
-        return dict(zip(self._outputs, values, strict=True))
+        return dict(zip(self._outputs, self.timed_call(inputs)(), strict=True))
+
+
+def provider_offered(provider: str) -> Callable[[Mapping[str, Any]], str | None]:
+    """`applies` for a provider: not applicable where this onnxruntime build does not offer it."""
+    def applies(machine: Mapping[str, Any]) -> str | None:
+        import onnxruntime as ort
+
+        offered = ort.get_available_providers()
+        if provider in offered:
+            return None
+        return (f"not applicable: this onnxruntime ({ort.__version__}) offers {offered}, not "
+                f"{provider}; on an NVIDIA GPU machine install onnxruntime-gpu instead of onnxruntime "
+                "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu)")
+    return applies
 
 
 def _ort(parent: str, name: str = "ort", precision: str = "fp32", **params: Any) -> Format:
     return Format(name, parent=parent, load=OnnxRuntimeRunner, params=params, precision=precision,
                   requires=(ONNXRUNTIME,), description=f"ONNX Runtime CPU {params}")
+
+
+def _gpu(parent: str, name: str) -> Format:
+    providers = GPU_PROVIDERS[name]
+    return Format(f"ort-{name}", parent=parent, load=OnnxRuntimeRunner,
+                  params={"level": "all", "providers": list(providers)}, requires=(ONNXRUNTIME,),
+                  applies=provider_offered(providers[0]), device="cuda",
+                  description=f"ONNX Runtime on {providers[0]}")
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
@@ -70,5 +116,7 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
             nodes.append(_ort(PRIMARY_ONNX, f"ort-{level}", level=level))
         nodes.append(_ort(PRIMARY_ONNX, "ort-seq1", level="all", intra_op_threads=1))
         nodes.append(_ort(PRIMARY_ONNX, "ort-par2", level="all", intra_op_threads=2, parallel=True))
+        nodes.append(_ort(PRIMARY_ONNX, "ort-devalloc", level="all", session_config={
+            "session.use_device_allocator_for_initializers": "1"}))
+        nodes += [_gpu(PRIMARY_ONNX, name) for name in GPU_PROVIDERS]
     return nodes
-

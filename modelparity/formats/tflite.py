@@ -2,6 +2,9 @@
 from the SavedModel with TFLiteConverter: dynamic-range INT8 (Optimize.DEFAULT) and full-integer INT8
 calibrated on the model's own calibration inputs (digits_cnn: real held-out digits).
 
+LiteRT runs in a worker process in parity and dynamic (isolate_runtime): its builtin int8 kernels
+crash with SIGSEGV on resnet18's full-integer file, and a crash must fail one check, not the session.
+
 A TFLite input whose signature fixes the batch is resized when the batch differs; where the
 interpreter refuses, the check fails with its error (no silent pass). INT8 runs use the int8 profile:
 top-1 agreement first, element-wise bounds only for gross errors.
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +63,20 @@ class TFLiteRunner:
     shape differs from the allocated one is resized where the file's shape signature allows it (-1);
     a file with a fixed shape refuses, and the check fails with that error instead of passing.
     int8 inputs are quantised and int8 outputs dequantised with the file's own scale and zero point.
+    params["xnnpack"] False runs the builtin kernels without LiteRT's default XNNPACK delegate.
     """
+
+    runtime_modules = ("ai_edge_litert.interpreter",)
 
     def __init__(self, context: LoadContext) -> None:
         from ai_edge_litert import interpreter as litert
 
         path = context.artifact / context.params.get("file", "model.tflite")
-        self._interpreter = litert.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+        xnnpack = context.params.get("xnnpack", True)
+        resolver = (litert.OpResolverType.AUTO if xnnpack
+                    else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        self._interpreter = litert.Interpreter(model_path=str(path), num_threads=os.cpu_count(),
+                                               experimental_op_resolver_type=resolver)
         self._interpreter.allocate_tensors()
         self._layout = Layout.load(context.artifact)
         self._inputs = _pair(context.input_names, self._interpreter.get_input_details(),
@@ -74,7 +84,8 @@ class TFLiteRunner:
         self._outputs = _pair(context.output_names, self._interpreter.get_output_details(),
                               self._layout.artifact_names("outputs"))
         self.facts = {"runtime": f"ai_edge_litert {_version('ai-edge-litert')}", "file": path.name,
-                      "layout": self._layout.summary(), "num_threads": os.cpu_count(),
+                      "layout": self._layout.summary(), "threads": os.cpu_count(),
+                      "provider": "XNNPACK delegate (default)" if xnnpack else "builtin kernels",
                       "tensors": {name: {"tflite_name": d["name"], "dtype": np.dtype(d["dtype"]).name,
                                          "shape_signature": d["shape_signature"].tolist()}
                                   for name, d in {**self._inputs, **self._outputs}.items()}}
@@ -84,7 +95,28 @@ class TFLiteRunner:
                                                          for d in detail["shape_signature"]])
                 for name, detail in self._inputs.items()}
 
+    def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], dict[str, np.ndarray]]:
+        """set_tensor, invoke, get_tensor: the interpreter's own round trip, on inputs already in the
+        file's layout and dtype (and the interpreter resized to them)."""
+        feeds = self._prepare(inputs)
+        interpreter = self._interpreter
+        slots = [(self._inputs[name]["index"], value) for name, value in feeds.items()]
+        outputs = {name: detail["index"] for name, detail in self._outputs.items()}
+
+        def call() -> dict[str, np.ndarray]:
+            for index, value in slots:
+                interpreter.set_tensor(index, value)
+            interpreter.invoke()
+            return {name: interpreter.get_tensor(index) for name, index in outputs.items()}
+        return call
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raw = self.timed_call(inputs)()
+        values = {name: _dequantize(value, self._outputs[name]) for name, value in raw.items()}
+        return self._layout.from_artifact(values, keep_names=True)
+
+    def _prepare(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The inputs in the file's layout and dtype, the interpreter resized to their shapes."""
         feeds = self._layout.to_artifact(inputs, keep_names=True)
         resized = False
         for name, value in feeds.items():
@@ -96,12 +128,7 @@ class TFLiteRunner:
         if resized:
             self._interpreter.allocate_tensors()
             self._refresh_details()
-        for name, value in feeds.items():
-            self._interpreter.set_tensor(self._inputs[name]["index"], _quantize(value, self._inputs[name]))
-        self._interpreter.invoke()
-        raw = {name: _dequantize(self._interpreter.get_tensor(d["index"]), d)
-               for name, d in self._outputs.items()}
-        return self._layout.from_artifact(raw, keep_names=True)
+        return {name: _quantize(value, self._inputs[name]) for name, value in feeds.items()}
 
     def _refresh_details(self) -> None:
         by_index = {d["index"]: d for d in (self._interpreter.get_input_details()
@@ -160,15 +187,29 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
         return []
     requires = (ONNX, TENSORFLOW, ONNX2TF, LITERT)
     build = "modelparity.formats.tflite:from_saved_model"
-    return [
-        Format("tflite-fp32", parent=parent, load=TFLiteRunner, requires=requires,
+    files = [
+        Format("tflite-fp32", parent=parent, load=TFLiteRunner, requires=requires, isolate_runtime=True,
                params={"file": "model_float32.tflite"}, description="onnx2tf's float32 .tflite"),
         Format("tflite-fp16", parent=parent, load=TFLiteRunner, requires=requires, precision="fp16",
-               params={"file": "model_float16.tflite"}, description="onnx2tf's float16 .tflite"),
+               isolate_runtime=True, params={"file": "model_float16.tflite"},
+               description="onnx2tf's float16 .tflite"),
         Format("tflite-drq", parent=parent, build=build, load=TFLiteRunner, requires=requires,
-               params={"full_integer": False}, precision="int8", produces="tflite",
+               params={"full_integer": False}, precision="int8", produces="tflite", isolate_runtime=True,
                description="TFLiteConverter.from_saved_model, Optimize.DEFAULT (dynamic-range INT8)"),
         Format("tflite-int8", parent=parent, build=build, load=TFLiteRunner, requires=requires,
-               params={"full_integer": True}, precision="int8", produces="tflite",
+               params={"full_integer": True}, precision="int8", produces="tflite", isolate_runtime=True,
                description="full-integer INT8, representative data from the model's calibration inputs"),
     ]
+    return files + [without_xnnpack(node) for node in files]
+
+
+def without_xnnpack(node: Format) -> Format:
+    """The same .tflite run on LiteRT's builtin kernels, without the default XNNPACK delegate: the
+    delegate changes both speed and numerics, and some files only run without it."""
+    if node.build:  # the file is the built node's artifact: a runner-only child of it
+        return Format("noxnnpack", parent=node.id, load=TFLiteRunner, requires=node.requires,
+                      params={"xnnpack": False}, precision=node.precision, isolate_runtime=True,
+                      description=f"{node.description}; builtin kernels, no XNNPACK")
+    return Format(f"{node.name}-noxnnpack", parent=node.parent, load=TFLiteRunner, isolate_runtime=True,
+                  requires=node.requires, params={**node.params, "xnnpack": False},
+                  precision=node.precision, description=f"{node.description}; builtin kernels, no XNNPACK")

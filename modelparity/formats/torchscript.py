@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,44 @@ def trace(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[
 class TorchScriptRunner:
     """torch.jit.load'ed module, called with tensors in the spec's input order."""
 
+    runtime_modules = ("torch",)
+
     def __init__(self, context: LoadContext) -> None:
         import torch
 
         self._torch = torch
-        self._module = torch.jit.load(str(context.artifact / "model.ts")).eval()
+        self._module = self._load(context)
         self._outputs = context.output_names
-        self.facts = {"runtime": f"torch.jit {torch.__version__}", "threads": torch.get_num_threads()}
+        self.facts = {"runtime": f"{self.kind} {torch.__version__}", "provider": "CPU",
+                      "threads": torch.get_num_threads()}
+
+    kind = "torch.jit"
+
+    def _load(self, context: LoadContext) -> Any:
+        return self._torch.jit.load(str(context.artifact / "model.ts")).eval()
+
+    def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
+        tensors = [self._torch.from_numpy(v) for v in inputs.values()]
+        module, no_grad = self._module, self._torch.no_grad
+
+        def call() -> Any:
+            with no_grad():
+                return module(*tensors)
+        return call
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with self._torch.no_grad():
-            result = self._module(*[self._torch.from_numpy(v) for v in inputs.values()])
-        return as_named_outputs(result, self._outputs)
+        return as_named_outputs(self.timed_call(inputs)(), self._outputs)
+
+
+class EagerRunner(TorchScriptRunner):
+    """The model's own module, unpickled from the root artifact: torch eager as a deployment (its
+    latency is the baseline the exports are measured against; its parity shows that the reference
+    is reproducible from what was saved)."""
+
+    kind = "torch eager"
+
+    def _load(self, context: LoadContext) -> Any:
+        return ModelArtifact(context.artifact).load_module().eval()
 
 
 def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
@@ -56,6 +82,8 @@ def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
-    return [Format("torchscript", build="modelparity.formats.torchscript:trace",
+    return [Format("eager", load=EagerRunner, requires=(TORCH,),
+                   description="torch eager: the model's module as saved in the root artifact"),
+            Format("torchscript", build="modelparity.formats.torchscript:trace",
                    load=TorchScriptRunner, requires=(TORCH,), produces="torchscript",
                    description="torch.jit.trace, saved and reloaded")]

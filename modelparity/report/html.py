@@ -17,7 +17,7 @@ from modelparity.compare import HISTOGRAM_EDGES
 _RANK = {"failed": 5, "error": 5, "xpassed": 4, "xfailed": 3, "skipped": 2, "passed": 1}
 _COLOUR = {"passed": "#c8ecc8", "failed": "#f4b4b4", "error": "#f4b4b4", "skipped": "#e4e4e4",
            "xfailed": "#f6e3a8", "xpassed": "#f4b4b4"}
-_CSS = """
+CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}
 th{background:#f2f2f2}td.cell{font-family:monospace;text-align:center}
@@ -33,7 +33,7 @@ def write_html(report: Mapping[str, Any], path: Path) -> None:
     models = sorted({c["model"] for c in checks})
     formats = list(dict.fromkeys(c["format"] for c in checks))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>modelparity parity report"
-             f"</title><style>{_CSS}</style></head><body><h1>modelparity parity report</h1>",
+             f"</title><style>{CSS}</style></head><body><h1>modelparity parity report</h1>",
              _summary(report), "<h2>Matrix (worst max abs error over batches)</h2>",
              _matrix(checks, models, formats), _notes(checks), "<h2>Error distribution per format</h2>",
              _histogram_svg(checks, formats), "<h2>Checks</h2>",

@@ -1,10 +1,13 @@
 """Deliberately broken formats, loaded with --format-plugin, to prove the checks fail."""
 
 import ctypes
+import os
 import time
 from pathlib import Path
 
-from modelparity.formats.base import ONNXRUNTIME, Format, Requirement
+import numpy as np
+
+from modelparity.formats.base import ONNXRUNTIME, Format, NotTimeable, Requirement
 from modelparity.formats.onnx2tf import SavedModelRunner
 from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
@@ -64,6 +67,45 @@ class ReshapedLayoutRunner(SavedModelRunner):
         return self._layout.from_artifact({k: v.numpy() for k, v in result.items()})
 
 
+class SlowedRunner(OnnxRuntimeRunner):
+    """A deployment that got slower: every call sleeps MODELPARITY_TEST_DELAY seconds more."""
+
+    def timed_call(self, inputs):
+        call = super().timed_call(inputs)
+        delay = float(os.environ.get("MODELPARITY_TEST_DELAY", "0"))
+
+        def slowed():
+            time.sleep(delay)
+            return call()
+        return slowed
+
+
+class CrashingRunner(OnnxRuntimeRunner):
+    """A runtime with a native bug: running kills the process with SIGSEGV."""
+
+    def run(self, inputs):
+        ctypes.string_at(0)
+
+
+class UntimeableRunner(OnnxRuntimeRunner):
+    def timed_call(self, inputs):
+        raise NotTimeable("its runtime lives in another process")
+
+
+class MemoryHogRunner(OnnxRuntimeRunner):
+    """Holds params['load_mib'] after loading and allocates params['run_mib'] on every run."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self._held = np.ones(context.params["load_mib"] << 20, np.uint8)  # written, so resident
+        self._run_mib = context.params["run_mib"]
+
+    def run(self, inputs):
+        scratch = np.ones(self._run_mib << 20, np.uint8)
+        del scratch
+        return super().run(inputs)
+
+
 def formats(graph, options):
     ort = dict(load=OnnxRuntimeRunner, requires=(ONNXRUNTIME,), params={"level": "all"})
     return [
@@ -84,6 +126,12 @@ def formats(graph, options):
                params={"worker_script": str(HERE.with_name("crashing_worker.py"))},
                requires=(LEGACY_ENV,), produces="savedmodel"),
         Format("tf", parent="onnx-legacy-op14-onnxtf-crashing", load=OnnxTfRunner, requires=(LEGACY_ENV,)),
+        Format("slowed", parent="onnx-dynamo", load=SlowedRunner, requires=(ONNXRUNTIME,)),
+        Format("crashing-runtime", parent="onnx-dynamo", load=CrashingRunner, requires=(ONNXRUNTIME,),
+               isolate_runtime=True),
+        Format("untimeable", parent="onnx-dynamo", load=UntimeableRunner, requires=(ONNXRUNTIME,)),
+        Format("hog", parent="onnx-dynamo", load=MemoryHogRunner, requires=(ONNXRUNTIME,),
+               params={"load_mib": 300, "run_mib": 200}),
         Format("absent", parent="onnx-dynamo", load=OnnxRuntimeRunner,
                requires=(Requirement("modelparity_absent_backend",
                                      "pip install modelparity-absent-backend"),)),
