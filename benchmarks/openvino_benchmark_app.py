@@ -2,8 +2,8 @@
 
 Runs `pytest suites/latency` for one model's ONNX -> OpenVINO IR format at one batch, then
 benchmark_app on the same IR file with the same settings (CPU, latency hint, the inference precision
-and thread count the harness's runner reported, synchronous requests, the model left dynamic and fed
-data of the same shape), and compares the two medians. Exits 1 when they differ by more than
+the harness's runner reported, the same thread count, synchronous requests, the model left dynamic
+and fed data of the same shape), and compares the two medians. Exits 1 when they differ by more than
 --tolerance (default 10%).
 
     python benchmarks/openvino_benchmark_app.py --model resnet18 --batch 1
@@ -39,17 +39,21 @@ def harness_median(model: str, fmt: str, batch: int, store: str, budget: float) 
             **benchmark["extra_info"]}
 
 
-def benchmark_app_median(xml: Path, shapes: str, precision: str, threads: int, seconds: int
-                         ) -> tuple[float, str]:
+def benchmark_app_median(xml: Path, shapes: str, precision: str, seconds: int) -> tuple[float, int, str]:
+    """benchmark_app's median and the thread count it compiled with. (It refuses -nthreads with a
+    performance hint, so the latency hint chooses the threads, as it does for the harness's runner;
+    the caller checks that both chose the same.)"""
     executable = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     command = [executable, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync",
-               "-infer_precision", PRECISIONS[precision], "-nthreads", str(threads),
-               "-data_shape", shapes, "-t", str(seconds)]
-    answer = subprocess.run(command, capture_output=True, text=True, check=True)
-    match = re.search(r"Latency:\s*\n.*?Median:\s*([\d.]+)\s*ms", answer.stdout, re.S)
-    if match is None:
-        raise SystemExit(f"benchmark_app printed no median latency:\n{answer.stdout[-3000:]}")
-    return float(match.group(1)), " ".join(command)
+               "-infer_precision", PRECISIONS[precision], "-data_shape", shapes, "-t", str(seconds)]
+    answer = subprocess.run(command, capture_output=True, text=True)
+    if answer.returncode != 0:
+        raise SystemExit(f"benchmark_app failed:\n{answer.stdout[-3000:]}{answer.stderr[-3000:]}")
+    median = re.search(r"Latency:\s*\n.*?Median:\s*([\d.]+)\s*ms", answer.stdout, re.S)
+    threads = re.search(r"INFERENCE_NUM_THREADS:\s*(\d+)", answer.stdout)
+    if median is None or threads is None:
+        raise SystemExit(f"benchmark_app printed no median latency or thread count:\n{answer.stdout[-3000:]}")
+    return float(median.group(1)), int(threads.group(1)), " ".join(command)
 
 
 def main() -> int:
@@ -71,13 +75,16 @@ def main() -> int:
     sizes = {spec.batch_axis: args.batch} if spec.batch_axis else {}
     inputs = spec.inputs_for(sizes, seed=0)
     shapes = ",".join(f"{name}[{','.join(map(str, value.shape))}]" for name, value in inputs.items())
-    theirs, command = benchmark_app_median(artifact / "model.xml", shapes, ours["precision"],
-                                           int(ours["threads"]), args.seconds)
+    theirs, their_threads, command = benchmark_app_median(artifact / "model.xml", shapes, ours["precision"],
+                                                          args.seconds)
+    if their_threads != int(ours["threads"]):
+        print(f"benchmark_app compiled with {their_threads} threads, the harness with {ours['threads']}")
+        return 1
     ratio = ours["median_ms"] / theirs
     print(f"IR: {artifact / 'model.xml'}")
     print(f"harness (suites/latency, {ours['rounds']} rounds): median {ours['median_ms']:.3f} ms "
           f"(precision {ours['precision']}, threads {ours['threads']}, {ours['timed']})")
-    print(f"benchmark_app: median {theirs:.3f} ms  [{command}]")
+    print(f"benchmark_app: median {theirs:.3f} ms, threads {their_threads}  [{command}]")
     print(f"harness / benchmark_app = {ratio:.3f} (allowed 1 +- {args.tolerance:g})")
     return 0 if abs(ratio - 1) <= args.tolerance else 1
 

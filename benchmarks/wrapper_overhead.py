@@ -4,7 +4,8 @@ suites/latency times `runner.timed_call(inputs)`: a callable prepared outside th
 for each format, the same loaded runtime object (the same session, compiled model, interpreter or
 module) is called in two ways on the same prepared inputs: through that callable, and with the
 runtime's own API written inline in the timing loop. Blocks of calls alternate between the two so
-that drift and noise hit both alike; the overhead is the ratio of the medians of the block medians.
+that drift and noise hit both alike; the overhead is the median over blocks of the ratio of their
+medians.
 Exits 1 when any format's overhead exceeds --limit (default 5%).
 
     python benchmarks/wrapper_overhead.py --models digits_cnn,resnet18
@@ -99,17 +100,26 @@ def harness_loop(call: Callable[[], Any], calls: int) -> list[float]:
 
 
 def compare(runner: Any, inputs: dict, blocks: int, seconds: float) -> dict[str, float]:
+    """Median over blocks of (harness block median / bare block median); blocks alternate which
+    path goes first, so that drift within a pair cancels."""
     call = runner.timed_call(inputs)
     for _ in range(20):  # warm both paths
         call()
     per_call = statistics.median(harness_loop(call, 5))
     calls = max(5, int(seconds / blocks / 2 / max(per_call, 1e-7)))
-    harness, bare = [], []
-    for _ in range(blocks):
-        harness.append(statistics.median(harness_loop(call, calls)))
-        bare.append(statistics.median(bare_loop(runner, inputs, calls)))
-    h, b = statistics.median(harness), statistics.median(bare)
-    return {"harness_us": h * 1e6, "bare_us": b * 1e6, "overhead": h / b - 1, "calls": calls * blocks}
+    ratios, harness, bare = [], [], []
+    for block in range(blocks):
+        if block % 2:
+            b = statistics.median(bare_loop(runner, inputs, calls))
+            h = statistics.median(harness_loop(call, calls))
+        else:
+            h = statistics.median(harness_loop(call, calls))
+            b = statistics.median(bare_loop(runner, inputs, calls))
+        harness.append(h)
+        bare.append(b)
+        ratios.append(h / b)
+    return {"harness_us": statistics.median(harness) * 1e6, "bare_us": statistics.median(bare) * 1e6,
+            "overhead": statistics.median(ratios) - 1, "calls": calls * blocks}
 
 
 def main() -> int:
@@ -119,8 +129,8 @@ def main() -> int:
     parser.add_argument("--formats", default=",".join(FORMATS))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--store", default=str(ROOT / ".store"))
-    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per format")
-    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per format")
+    parser.add_argument("--blocks", type=int, default=30)
     parser.add_argument("--limit", type=float, default=0.05)
     args = parser.parse_args()
 
@@ -134,7 +144,7 @@ def main() -> int:
         inputs = spec.inputs_for({spec.batch_axis: args.batch} if spec.batch_axis else {}, seed=0)
         for fmt in args.formats.split(","):
             artifact = harness.artifact(model, fmt, BuildRecord())
-            runner, _ = harness.runner(model, fmt, artifact)
+            runner, _ = harness.runner(model, fmt, artifact, in_process=True)
             result = compare(runner, inputs, args.blocks, args.seconds)
             worst = max(worst, result["overhead"])
             print(f"{name:<20}{fmt:<36}{result['bare_us']:>12.1f}{result['harness_us']:>12.1f}"
