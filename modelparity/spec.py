@@ -56,6 +56,9 @@ class ModelSpec:
     example inputs (same dtype, mean and spread for floats, same value range for integers).
     `classifier_outputs` names outputs whose last axis holds class scores (top-k agreement).
     `tolerances` overrides tolerance profiles for this model: {format glob or profile name: {...}}.
+    `evaluation()` returns a labelled evaluation set for suites/precision: (inputs with samples along
+    the batch axis, integer labels for the first classifier output); without it, precision drift is
+    measured as agreement with FP32 on seeded inputs.
     """
 
     name: str
@@ -68,6 +71,7 @@ class ModelSpec:
     classifier_outputs: tuple[str, ...] = ()
     make_inputs: InputGenerator | None = None
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluation: Callable[[], tuple[dict[str, np.ndarray], np.ndarray]] | None = None
     builtin: bool = False
     description: str = ""
 

@@ -42,11 +42,21 @@ def run_dynamic(pytester, shared_store, tmp_path):
 
 
 @pytest.fixture
-def run_latency(pytester, shared_store, tmp_path):
-    """Run `pytest suites/latency --benchmark-only` in a child process, briefly (0.05 s a benchmark)."""
+def run_latency(pytester, shared_store, tmp_path, monkeypatch):
+    """Run `pytest suites/latency --benchmark-only` in a child process, briefly (0.05 s a benchmark).
+    Under pytest-xdist the child would inherit PYTEST_XDIST_WORKER, and pytest-benchmark would then
+    disable itself: the child is not an xdist worker, so the variables go."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     runner = _suite_runner("latency", pytester, shared_store, tmp_path)
 
     def run(*args, store=None):
         return runner("--benchmark-only", "--latency-budget", "0.05", "--latency-warmup", "0.01",
                       *args, store=store)
     return run
+
+
+@pytest.fixture
+def run_precision(pytester, shared_store, tmp_path):
+    """Run `pytest suites/precision` in a child process with a private report directory."""
+    return _suite_runner("precision", pytester, shared_store, tmp_path)

@@ -58,6 +58,18 @@ def test_perturbed_weight_in_the_onnx_artifact_fails_with_statistics(run_parity)
     ])
 
 
+def test_int8_formats_pass_and_a_wrong_weight_scale_fails(run_parity):
+    """quantize_dynamic and static QDQ of the tiny model pass the int8 profile; the same dynamic file
+    with one weight scale multiplied by 4 does not."""
+    result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS), "--formats",
+                        "onnx-dynamo-int8dyn-ort,onnx-dynamo-int8qdq-ort,onnx-dynamo-int8dyn-badscale-ort")
+    result.assert_outcomes(passed=4, failed=2)
+    result.stdout.fnmatch_lines(["*[[]onnx-dynamo-int8dyn-badscale-ort vs torch[]] FAILED*top-1 agreement*"])
+    report = json.loads((result.reports / "parity.json").read_text())
+    qdq = next(c for c in report["checks"] if c["test_id"] == "tiny-onnx-dynamo-int8qdq-ort-b1")
+    assert "QuantizeLinear" in qdq["build"][-1]["info"]["quantized_ops"]
+
+
 def test_a_runtime_that_crashes_its_process_fails_only_its_own_tests(run_parity):
     """isolate_runtime: the runner lives in a worker process; SIGSEGV there is one failed check."""
     result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),

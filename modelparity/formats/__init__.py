@@ -18,6 +18,7 @@ FORMAT_MODULES = (
     "modelparity.formats.torchscript",
     "modelparity.formats.onnx_export",
     "modelparity.formats.onnx_fp16",
+    "modelparity.formats.onnx_int8",
     "modelparity.formats.ort_transformers",
     "modelparity.formats.openvino",
     "modelparity.formats.onnx2tf",

@@ -71,6 +71,12 @@ def _held_out_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict
     return {"image": held_x[pick]}
 
 
+def _held_out_set() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The whole held-out split (360 images) with its labels, for suites/precision."""
+    _, _, held_x, held_y = digits_split()
+    return {"image": held_x}, held_y
+
+
 def digits_cnn() -> ModelSpec:
     """DigitsCNN trained for a few seconds on the digits training split; inputs come from held-out."""
     module = _train()
@@ -84,6 +90,7 @@ def digits_cnn() -> ModelSpec:
         axis_ranges={"batch": AxisRange(1, 64)},
         classifier_outputs=("logits",),
         make_inputs=_held_out_inputs,
+        evaluation=_held_out_set,
         builtin=True,
         description="CNN trained on scikit-learn digits, held-out images as inputs",
     )

@@ -30,6 +30,19 @@ def perturb_one_weight(source, out, params, model):
     return {"perturbed": biggest.name}
 
 
+def scale_one_weight_scale(source, out, params, model):
+    """Copy a quantised ONNX file with its first weight scale multiplied by `factor`: the classic
+    INT8 deployment bug (a scale from the wrong calibration, or per-tensor where per-channel was meant)."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(Path(source) / "model.onnx"))
+    scale = next(t for t in proto.graph.initializer if t.name.endswith("weight_scale"))
+    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * params["factor"], scale.name))
+    onnx.save(proto, str(Path(out) / "model.onnx"))
+    return {"scaled": scale.name}
+
+
 def fix_input_shapes(source, out, params, model):
     """Copy the ONNX file with every symbolic input dim fixed at the export inputs' size."""
     import onnx
@@ -112,6 +125,9 @@ def formats(graph, options):
         Format("perturbed", parent="onnx-dynamo", build=f"{HERE}:perturb_one_weight",
                params={"delta": 0.5}, produces="onnx"),
         Format("ort", parent="onnx-dynamo-perturbed", **ort),
+        Format("badscale", parent="onnx-dynamo-int8dyn", build=f"{HERE}:scale_one_weight_scale",
+               params={"factor": 4.0}, precision="int8", produces="onnx"),
+        Format("ort", parent="onnx-dynamo-int8dyn-badscale", precision="int8", **ort),
         Format("fixed", parent="onnx-dynamo", build=f"{HERE}:fix_input_shapes", produces="onnx"),
         Format("ort", parent="onnx-dynamo-fixed", **ort),
         Format("ort-declared-static", parent="onnx-dynamo-fixed", fixed_shapes="input shapes fixed "

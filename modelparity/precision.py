@@ -1,0 +1,188 @@
+"""Precision drift: how many predictions a reduced-precision format changes, and how much accuracy it
+loses, against torch eager FP32 on a whole data set rather than a few inputs.
+
+With a labelled evaluation set (ModelSpec.evaluation; digits_cnn: the held-out split) the drift is
+accuracy, its change in points, the share of changed top-1 predictions and which classes they moved
+between. Without labels, it is top-1/top-5 agreement with FP32 on SAMPLES seeded inputs. Gates are
+data (DriftGate per precision profile, overridable per model and format with a reason), and an
+output with NaN/Inf where FP32 is finite fails whatever the gates say (FP16 overflow).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from modelparity.spec import ModelSpec
+
+SAMPLES = 256
+SEED = 20261126
+CHUNK = 32
+
+
+@dataclass(frozen=True)
+class DriftGate:
+    """max_accuracy_drop: points of accuracy a format may lose (labelled sets); min_agreement: the
+    share of top-1 predictions that must stay as FP32's."""
+
+    max_accuracy_drop: float
+    min_agreement: float
+    source: str = "default"
+
+
+GATES = {
+    "fp16": DriftGate(0.5, 0.99),
+    "bf16": DriftGate(1.0, 0.98),
+    "int8": DriftGate(2.0, 0.90),
+}
+
+
+class DriftConfigError(ValueError):
+    """A [[tool.modelparity.drift_gate]] entry is malformed."""
+
+
+@dataclass(frozen=True)
+class GateOverride:
+    match: str
+    values: dict[str, float]
+    reason: str
+
+
+def parse_gate_overrides(entries: Sequence[Mapping[str, Any]], where: str) -> list[GateOverride]:
+    overrides = []
+    for index, entry in enumerate(entries):
+        unknown = set(entry) - {"match", "reason", "max_accuracy_drop", "min_agreement"}
+        if "match" not in entry or not entry.get("reason") or unknown:
+            raise DriftConfigError(
+                f"{where}: drift_gate entry {index} needs 'match' ('model/format' glob), a 'reason', and "
+                f"only max_accuracy_drop / min_agreement (unknown: {sorted(unknown)})")
+        values = {k: float(v) for k, v in entry.items() if k in ("max_accuracy_drop", "min_agreement")}
+        overrides.append(GateOverride(entry["match"], values, entry["reason"]))
+    return overrides
+
+
+def gate_for(profile: str, model: str, format_id: str, overrides: Sequence[GateOverride]) -> DriftGate:
+    """The profile's gate, then every override matching 'model/format', later ones winning."""
+    gate = GATES[profile]
+    for override in overrides:
+        if fnmatch.fnmatchcase(f"{model}/{format_id}", override.match):
+            gate = replace(gate, **override.values, source=f"{override.match}: {override.reason}")
+    return gate
+
+
+def evaluation_set(spec: ModelSpec) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The spec's labelled set, or SAMPLES seeded inputs (capped by the batch range's maximum
+    times the number of chunks: a model without a batch axis gets one sample)."""
+    if spec.evaluation is not None:
+        inputs, labels = spec.evaluation()
+        return inputs, np.asarray(labels)
+    if spec.batch_axis is None:
+        return spec.inputs_for({}, seed=SEED), None
+    return spec.inputs_for({spec.batch_axis: SAMPLES}, seed=SEED), None
+
+
+def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
+                  ) -> tuple[dict[str, np.ndarray], int]:
+    """Outputs of `run` over the whole set, in chunks along the batch axis (the batch range's maximum,
+    at most CHUNK); a format that refuses the chunk's batch (fixed shapes) is run one sample at a time.
+    Returns the outputs and the chunk size used."""
+    if spec.batch_axis is None:
+        return run(inputs), 1
+    axes = {name: dims for name, dims in spec.dynamic_axes.items()}
+    dim = {name: next(d for d, axis in axes[name].items() if axis == spec.batch_axis) for name in inputs}
+    total = next(iter(inputs.values())).shape[dim[next(iter(inputs))]]
+    chunk = min(CHUNK, spec.axis_ranges[spec.batch_axis].max, total)
+    for size in dict.fromkeys((chunk, 1)):
+        try:
+            parts = [run({n: np.take(v, range(start, min(start + size, total)), axis=dim[n])
+                          for n, v in inputs.items()}) for start in range(0, total, size)]
+        except Exception:
+            if size == 1:
+                raise
+            continue
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, size
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Drift:
+    samples: int
+    agreement: float
+    top5_agreement: float
+    changed: int
+    confusion: list[tuple[int, int, int]]
+    max_abs: float
+    cosine: float
+    accuracy_reference: float | None = None
+    accuracy: float | None = None
+    nonfinite: int = 0
+
+    @property
+    def accuracy_delta_points(self) -> float | None:
+        if self.accuracy is None or self.accuracy_reference is None:
+            return None
+        return 100.0 * (self.accuracy - self.accuracy_reference)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "accuracy_delta_points": self.accuracy_delta_points}
+
+
+def measure_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> Drift:
+    """Drift of one classifier output (samples x classes) against FP32."""
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    got = candidate.reshape(len(candidate), -1).astype(np.float64)
+    nonfinite = int((~np.isfinite(got) & np.isfinite(ref)).sum())
+    ref_top1, got_top1 = ref.argmax(1), np.nan_to_num(got, nan=-np.inf).argmax(1)
+    top5 = np.argsort(-ref, axis=1)[:, :5]
+    changed = ref_top1 != got_top1
+    finite = np.isfinite(got)
+    diff = np.abs(np.where(finite, got, 0) - ref)
+    cosine = float((ref * np.where(finite, got, 0)).sum()
+                   / max(np.linalg.norm(ref) * np.linalg.norm(np.where(finite, got, 0)), 1e-30))
+    drift = Drift(samples=len(ref), agreement=float(1 - changed.mean()),
+                  top5_agreement=float((top5 == got_top1[:, None]).any(1).mean()),
+                  changed=int(changed.sum()),
+                  confusion=[(int(a), int(b), n) for (a, b), n in
+                             Counter(zip(ref_top1[changed], got_top1[changed], strict=True))
+                             .most_common(10)],
+                  max_abs=float(diff.max()), cosine=cosine, nonfinite=nonfinite)
+    if labels is not None:
+        drift.accuracy_reference = float((ref_top1 == labels).mean())
+        drift.accuracy = float((got_top1 == labels).mean())
+    return drift
+
+
+def judge(drift: Drift, gate: DriftGate, output: str) -> list[str]:
+    """What is wrong with the drift, under the gate (empty when it passes)."""
+    problems = []
+    if drift.nonfinite:
+        problems.append(f"output {output!r}: {drift.nonfinite} elements are NaN/Inf where FP32 is finite "
+                        "(FP16 overflow?)")
+    if drift.agreement < gate.min_agreement:
+        problems.append(f"output {output!r}: top-1 agreement with FP32 {drift.agreement:.2%} "
+                        f"({drift.changed}/{drift.samples} predictions changed) < {gate.min_agreement:.2%}")
+    delta = drift.accuracy_delta_points
+    if delta is not None and -delta > gate.max_accuracy_drop:
+        problems.append(f"output {output!r}: accuracy {drift.accuracy:.2%} vs FP32 "
+                        f"{drift.accuracy_reference:.2%}: {-delta:.2f} points lost > "
+                        f"{gate.max_accuracy_drop:g}")
+    return problems
+
+
+def describe(drift: Drift) -> str:
+    text = (f"{drift.samples} samples: top-1 agreement {drift.agreement:.2%}, "
+            f"top-5 {drift.top5_agreement:.2%}, {drift.changed} changed, max abs {drift.max_abs:.3g}, "
+            f"cosine {drift.cosine:.6f}")
+    if drift.accuracy is not None:
+        text += (f"; accuracy {drift.accuracy:.2%} vs FP32 {drift.accuracy_reference:.2%} "
+                 f"({drift.accuracy_delta_points:+.2f} points)")
+    if drift.confusion:
+        text += "; changed (FP32 -> format, count): " + ", ".join(
+            f"{a}->{b} x{n}" for a, b, n in drift.confusion)
+    return text
+
