@@ -76,8 +76,8 @@ def gate_for(profile: str, model: str, format_id: str, overrides: Sequence[GateO
 
 
 def evaluation_set(spec: ModelSpec) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The spec's labelled set, or SAMPLES seeded inputs (capped by the batch range's maximum
-    times the number of chunks: a model without a batch axis gets one sample)."""
+    """The spec's labelled set with its labels, or SAMPLES seeded inputs and no labels (one sample
+    for a model without a batch axis)."""
     if spec.evaluation is not None:
         inputs, labels = spec.evaluation()
         return inputs, np.asarray(labels)
@@ -93,8 +93,8 @@ def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     Returns the outputs and the chunk size used."""
     if spec.batch_axis is None:
         return run(inputs), 1
-    axes = {name: dims for name, dims in spec.dynamic_axes.items()}
-    dim = {name: next(d for d, axis in axes[name].items() if axis == spec.batch_axis) for name in inputs}
+    dim = {name: next(d for d, axis in spec.dynamic_axes[name].items() if axis == spec.batch_axis)
+           for name in inputs}
     total = next(iter(inputs.values())).shape[dim[next(iter(inputs))]]
     chunk = min(CHUNK, spec.axis_ranges[spec.batch_axis].max, total)
     for size in dict.fromkeys((chunk, 1)):
