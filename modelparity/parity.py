@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelparity.compare import compare, uninformative_reasons
+from modelparity.compare import Comparison, compare, uninformative_reasons
+from modelparity.diverge import Divergence, locate
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.machine import machine_info
 from modelparity.store import StoredBuildError
@@ -96,11 +97,33 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     problems = _informative_problems(harness, model, tolerance_for, batch, reference)
     record["uninformative"] = problems
     if not comparison.passed:
-        return Outcome("failed", comparison.message(), record=record)
+        located = diverging_node(harness, model, format_id, inputs, comparison)
+        record["divergence"] = located if isinstance(located, str) else located.to_dict()
+        message = comparison.message()
+        if not isinstance(located, str):
+            message += "\n" + located.describe()
+        return Outcome("failed", message, record=record)
     if problems and spec.builtin:
         return Outcome("failed", "\n".join(problems) + "\n(a built-in model must be informative)",
                        record=record)
     return Outcome("passed", comparison.message(), warnings=problems, record=record)
+
+
+def diverging_node(harness: Harness, model: LoadedModel, format_id: str, inputs: dict[str, Any],
+                   comparison: Comparison) -> Divergence | str:
+    """Where an ONNX format's graph starts to differ, on the sample of the worst failing element (a
+    diagnosis: it never changes the verdict, and its own failure is reported as text)."""
+    failing_outputs = [o for o in comparison.outputs if not o.passed and o.elements]
+    if not failing_outputs:
+        return "no output to trace: the outputs differ in structure (names, shapes), not in values"
+    failing = max(failing_outputs, key=lambda o: o.max_abs)
+    dim = model.spec.batch_dim(failing.name)
+    if dim is not None and failing.max_abs_index:
+        inputs = model.spec.rows(inputs, [failing.max_abs_index[dim]])
+    try:
+        return locate(harness, model, format_id, inputs, failing.tolerance.atol, failing.tolerance.rtol)
+    except Exception as error:  # onnx shape inference or ONNX Runtime refusing the exposed graph
+        return f"the diverging-node finder could not run: {type(error).__name__}: {error}"
 
 
 def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,

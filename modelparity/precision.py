@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.diverge import Divergence, locate
 from modelparity.spec import ModelSpec
+from modelparity.tolerance import PROFILES
 
 SAMPLES = 256
 SEED = 20261126
 CHUNK = 32
+# Samples the graphs are traced on (every intermediate tensor of two graphs is kept in memory).
+TRACED = 4
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,12 @@ def evaluation_set(spec: ModelSpec) -> tuple[dict[str, np.ndarray], np.ndarray |
     return spec.inputs_for({spec.batch_axis: SAMPLES}, seed=SEED), None
 
 
+def samples(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
+    """How many samples `inputs` holds along the batch axis."""
+    name = next(n for n in inputs if spec.batch_dim(n) is not None)
+    return inputs[name].shape[spec.batch_dim(name)]
+
+
 def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
                   ) -> tuple[dict[str, np.ndarray], int]:
     """Outputs of `run` over the whole set, in chunks along the batch axis (the batch range's maximum,
@@ -93,14 +103,12 @@ def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     Returns the outputs and the chunk size used."""
     if spec.batch_axis is None:
         return run(inputs), 1
-    dim = {name: next(d for d, axis in spec.dynamic_axes[name].items() if axis == spec.batch_axis)
-           for name in inputs}
-    total = next(iter(inputs.values())).shape[dim[next(iter(inputs))]]
+    total = samples(spec, inputs)
     chunk = min(CHUNK, spec.axis_ranges[spec.batch_axis].max, total)
     for size in dict.fromkeys((chunk, 1)):
         try:
-            parts = [run({n: np.take(v, range(start, min(start + size, total)), axis=dim[n])
-                          for n, v in inputs.items()}) for start in range(0, total, size)]
+            parts = [run(spec.rows(inputs, range(start, min(start + size, total))))
+                     for start in range(0, total, size)]
         except Exception:
             if size == 1:
                 raise
@@ -132,12 +140,17 @@ class Drift:
         return {**self.__dict__, "accuracy_delta_points": self.accuracy_delta_points}
 
 
+def top1(scores: np.ndarray) -> np.ndarray:
+    """The top-1 class of each sample (NaN never wins)."""
+    return np.nan_to_num(scores.reshape(len(scores), -1).astype(np.float64), nan=-np.inf).argmax(1)
+
+
 def measure_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None) -> Drift:
     """Drift of one classifier output (samples x classes) against FP32."""
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     got = candidate.reshape(len(candidate), -1).astype(np.float64)
     nonfinite = int((~np.isfinite(got) & np.isfinite(ref)).sum())
-    ref_top1, got_top1 = ref.argmax(1), np.nan_to_num(got, nan=-np.inf).argmax(1)
+    ref_top1, got_top1 = top1(reference), top1(candidate)
     top5 = np.argsort(-ref, axis=1)[:, :5]
     changed = ref_top1 != got_top1
     finite = np.isfinite(got)
@@ -172,6 +185,28 @@ def judge(drift: Drift, gate: DriftGate, output: str) -> list[str]:
                         f"{drift.accuracy_reference:.2%}: {-delta:.2f} points lost > "
                         f"{gate.max_accuracy_drop:g}")
     return problems
+
+
+def trace(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.ndarray],
+          changed: np.ndarray) -> tuple[Divergence | str, list[str]]:
+    """The first diverging node of an ONNX format on up to TRACED changed samples (else the first
+    ones), and the FP16 overflow it shows: a tensor the file stores as Inf/NaN where FP32 is finite
+    fails even where this runtime computed it in FP32 and returned a finite output (ONNX Runtime's
+    CPU provider does), because a runtime with FP16 kernels (CUDA, TensorRT) returns the Inf."""
+    spec = model.spec
+    rows = (np.flatnonzero(changed) if changed.any() else np.arange(len(changed)))[:TRACED]
+    selected = spec.rows(inputs, rows) if spec.batch_axis else dict(inputs)
+    tolerance = PROFILES[harness.graph.nodes[format_id].precision]
+    try:
+        located = locate(harness, model, format_id, selected, tolerance.atol, tolerance.rtol)
+    except Exception as error:  # onnx shape inference or ONNX Runtime refusing the exposed graph
+        return f"the diverging-node finder could not run: {type(error).__name__}: {error}", []
+    if isinstance(located, str) or not located.overflows:
+        return located, []
+    names = ", ".join(f"{e.name} ({e.nonfinite} elements)" for e in located.overflows)
+    return located, [f"FP16 overflow: tensors Inf/NaN where FP32 is finite, first {names}, on samples "
+                     f"{rows.tolist()}; the output here may be finite only because this runtime computed "
+                     "them in FP32: a runtime with FP16 kernels (CUDA, TensorRT) returns Inf"]
 
 
 def describe(drift: Drift) -> str:

@@ -101,6 +101,17 @@ class ModelSpec:
                 sizes[axis] = next(n for n in bounds.sizes() if n >= 2)
         return sizes
 
+    def batch_dim(self, tensor: str) -> int | None:
+        """The dim of `tensor` that is the batch axis (None: no batch axis, or not on this tensor)."""
+        return next((d for d, axis in self.dynamic_axes.get(tensor, {}).items()
+                     if axis == self.batch_axis), None) if self.batch_axis else None
+
+    def rows(self, inputs: Mapping[str, np.ndarray], selected: Any) -> dict[str, np.ndarray]:
+        """The samples `selected` (an index sequence or range) of every input, along the batch axis."""
+        return {name: (value if (dim := self.batch_dim(name)) is None
+                       else np.ascontiguousarray(np.take(value, selected, axis=dim)))
+                for name, value in inputs.items()}
+
     def inputs_for(self, sizes: Mapping[str, int], seed: int) -> dict[str, np.ndarray]:
         """Inputs with the given dynamic axis sizes, reproducible from `seed`."""
         rng = np.random.default_rng(seed)

@@ -54,8 +54,12 @@ def test_perturbed_weight_in_the_onnx_artifact_fails_with_statistics(run_parity)
     result.stdout.fnmatch_lines([
         "*output 'logits' [[]onnx-dynamo-perturbed-ort vs torch[]] FAILED: */5 (*%) out of tolerance*"
         "max abs * at (0, *would pass with atol>=*",
+        "first diverging node: * (Conv), output *",
         "FAILED*tiny-onnx-dynamo-perturbed-ort-b1*",
     ])
+    report = json.loads((result.reports / "parity.json").read_text())
+    failed = next(c for c in report["checks"] if c["test_id"] == "tiny-onnx-dynamo-perturbed-ort-b4")
+    assert failed["divergence"]["op_type"] == "Conv" and failed["divergence"]["inputs"] == []  # graph input
 
 
 def test_int8_formats_pass_and_a_wrong_weight_scale_fails(run_parity):

@@ -79,3 +79,17 @@ def test_precision_suite_catches_a_wrong_int8_weight_scale(run_precision):
     fp16 = next(c for c in report["checks"] if c["format"] == "onnx-dynamo-fp16-ort")
     assert fp16["outputs"]["logits"]["samples"] == 256 and fp16["status"] == "passed"
     assert "<table>" in (result.reports / "precision.html").read_text()
+
+
+@pytest.mark.slow
+def test_an_intermediate_that_overflows_fp16_fails_with_the_tensor_named(run_precision):
+    """ONNX Runtime's CPU provider computes the FP16 file's square in FP32, so the output stays finite
+    here; the file still stores that square as FP16, and the check names it."""
+    result = run_precision("--model", f"{TINY}:build_fp16_overflow", "--formats", "onnx-dynamo-fp16-ort")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*FP16 overflow: tensors Inf/NaN where FP32 is finite, first pow*",
+                                 "*first diverging node: node_pow* (Pow)*"])
+    check = json.loads((result.reports / "precision.json").read_text())["checks"][0]
+    assert check["outputs"]["logits"]["nonfinite"] == 0, "ONNX Runtime CPU computed it in FP32"
+    assert check["divergence"]["overflows"][0]["name"].startswith("pow")
+    assert "FP16 overflow" in (result.reports / "precision.html").read_text()

@@ -35,12 +35,7 @@ class OnnxRuntimeRunner:
 
         params = context.params
         options = ort.SessionOptions()
-        options.graph_optimization_level = {
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[params.get("level", "all")]
+        options.graph_optimization_level = optimisation_level(params.get("level", "all"))
         if params.get("intra_op_threads"):
             options.intra_op_num_threads = params["intra_op_threads"]
         if params.get("parallel"):
@@ -77,6 +72,15 @@ class OnnxRuntimeRunner:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.timed_call(inputs)(), strict=True))
+
+
+def optimisation_level(name: str) -> Any:
+    """onnxruntime's GraphOptimizationLevel for one of LEVELS."""
+    import onnxruntime as ort
+
+    levels = ort.GraphOptimizationLevel
+    return dict(zip(LEVELS, (levels.ORT_DISABLE_ALL, levels.ORT_ENABLE_BASIC, levels.ORT_ENABLE_EXTENDED,
+                             levels.ORT_ENABLE_ALL), strict=True))[name]
 
 
 def provider_offered(provider: str) -> Callable[[Mapping[str, Any]], str | None]:

@@ -17,6 +17,24 @@ class Tiny(nn.Module):
         return self.head(torch.relu(self.conv(image)).mean((2, 3)))
 
 
+class Overflowing(Tiny):
+    """Tiny's logits through (300 x)^2 and back: the square reaches about 1e6, past FP16's 65504,
+    while the output (the logits again) is small."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(image)
+        energy = (logits * 300.0) ** 2
+        return torch.sign(logits) * torch.sqrt(energy + 1.0) / 300.0
+
+
+def build_fp16_overflow() -> ModelSpec:
+    spec = build(name="tiny_overflow")
+    overflowing = Overflowing().eval()
+    overflowing.load_state_dict(spec.module.state_dict())
+    spec.module = overflowing
+    return spec
+
+
 def build(**overrides) -> ModelSpec:
     torch.manual_seed(0)
     module = Tiny().eval()
