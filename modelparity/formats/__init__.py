@@ -21,6 +21,7 @@ FORMAT_MODULES = (
     "modelparity.formats.onnx_int8",
     "modelparity.formats.ort_transformers",
     "modelparity.formats.openvino",
+    "modelparity.formats.openvino_int8",
     "modelparity.formats.onnx2tf",
     "modelparity.formats.tflite",
     "modelparity.formats.onnx_tf",
