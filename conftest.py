@@ -1,6 +1,6 @@
 """modelparity's pytest wiring; the engine (modelparity/) never imports pytest."""
 
 pytest_plugins = [
-    "fixtures.config", "fixtures.parity", "fixtures.dynamic", "fixtures.latency", "fixtures.precision",
-    "fixtures.reporting",
+    "fixtures.config", "fixtures.parity", "fixtures.reporting", "fixtures.dynamic", "fixtures.latency",
+    "fixtures.precision", "fixtures.opset",
 ]

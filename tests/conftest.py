@@ -60,3 +60,14 @@ def run_latency(pytester, shared_store, tmp_path, monkeypatch):
 def run_precision(pytester, shared_store, tmp_path):
     """Run `pytest suites/precision` in a child process with a private report directory."""
     return _suite_runner("precision", pytester, shared_store, tmp_path)
+
+
+@pytest.fixture
+def run_opset(pytester, shared_store, tmp_path):
+    """Run `pytest suites/opset` in a child process; baselines go to a private folder."""
+    runner = _suite_runner("opset", pytester, shared_store, tmp_path)
+
+    def run(*args, store=None):
+        return runner("--baseline-dir", str(tmp_path / "baselines"), *args, store=store)
+    run.baselines = tmp_path / "baselines"
+    return run

@@ -78,7 +78,9 @@ def test_precision_suite_catches_a_wrong_int8_weight_scale(run_precision):
     report = json.loads((result.reports / "precision.json").read_text())
     fp16 = next(c for c in report["checks"] if c["format"] == "onnx-dynamo-fp16-ort")
     assert fp16["outputs"]["logits"]["samples"] == 256 and fp16["status"] == "passed"
-    assert "<table>" in (result.reports / "precision.html").read_text()
+    html = (result.reports / "precision.html").read_text()
+    assert "<table>" in html and "<svg" in html, "the drift table and the accuracy plot"
+    assert "first diverging node: <b>" in html, "the failing INT8 file is traced"
 
 
 @pytest.mark.slow

@@ -152,10 +152,32 @@ def _detail(check: Mapping[str, Any]) -> str:
                      f"rtol {tol['rtol']:g} ({escape('; '.join(tol['layers']))})</p><table>"
                      + "".join(f"<tr><th>{k}</th><td>{escape(_fmt(v))}</td></tr>" for k, v in stats.items())
                      + "</table>")
+    if isinstance(check.get("divergence"), Mapping):
+        lines.append(divergence_table(check["divergence"]))
+    elif check.get("divergence"):
+        lines.append(f"<p>diverging node: {escape(check['divergence'])}</p>")
     for key in ("facts", "build", "error", "warnings"):
         if check.get(key):
             lines.append(f"<p>{key}</p><pre>{escape(_pretty(check[key]))}</pre>")
     return "".join(lines) + "</details>"
+
+
+def divergence_table(divergence: Mapping[str, Any], after: int = 3) -> str:
+    """The diverging-node view: every tensor both graphs share, in topological order, up to a few past
+    the first one out of tolerance (highlighted), with its error and its range."""
+    trail = divergence.get("trail", [])
+    first = next((i for i, e in enumerate(trail) if not e["within"]), len(trail))
+    head = (f"first diverging node: <b>{escape(str(divergence['node']))}</b> "
+            f"({escape(str(divergence['op_type']))})" if divergence.get("node")
+            else "no diverging node: every shared tensor within tolerance")
+    rows = "".join(
+        f"<tr style='background:{'#f4b4b4' if not e['within'] else '#fff'}'><td>{escape(e['name'])}</td>"
+        f"<td>{e['max_abs']:.3g}</td><td>{e['reference_range']:.3g}</td>"
+        f"<td>{e['max_abs'] / max(e['reference_range'], 1e-30):.2%}</td><td>{e['nonfinite']}</td></tr>"
+        for e in trail[: first + 1 + after])
+    return (f"<p>{head}; {divergence.get('compared', 0)} tensors compared by name</p><table><tr><th>tensor"
+            "</th><th>max |err|</th><th>reference range</th><th>err / range</th><th>Inf/NaN (new)</th>"
+            f"</tr>{rows}</table>")
 
 
 def _fmt(value: Any) -> str:
