@@ -94,7 +94,10 @@ CALIBRATION_BATCH = 16
 
 
 def calibration_inputs(spec: ModelSpec) -> dict[str, np.ndarray]:
-    """Inputs for quantisation calibration: a batch drawn like the check inputs, from its own seed."""
+    """Inputs for quantisation calibration: the spec's calibration set, else a batch drawn like the
+    check inputs from its own seed."""
+    if spec.calibration is not None:
+        return {name: np.ascontiguousarray(value) for name, value in spec.calibration().items()}
     sizes = spec.export_sizes()
     if spec.batch_axis is not None:
         sizes[spec.batch_axis] = min(CALIBRATION_BATCH, spec.axis_ranges[spec.batch_axis].max)

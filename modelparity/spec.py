@@ -56,6 +56,9 @@ class ModelSpec:
     example inputs (same dtype, mean and spread for floats, same value range for integers).
     `classifier_outputs` names outputs whose last axis holds class scores (top-k agreement).
     `tolerances` overrides tolerance profiles for this model: {format glob or profile name: {...}}.
+    `calibration()` returns the inputs INT8 quantisers calibrate on (samples along the batch axis): data
+    like the deployment's, and not the evaluation set; without it, 16 samples drawn like the check
+    inputs from their own seed.
     `evaluation()` returns a labelled evaluation set for suites/precision: (inputs with samples along
     the batch axis, integer labels for the first classifier output); without it, precision drift is
     measured as agreement with FP32 on seeded inputs.
@@ -71,6 +74,7 @@ class ModelSpec:
     classifier_outputs: tuple[str, ...] = ()
     make_inputs: InputGenerator | None = None
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: Callable[[], dict[str, np.ndarray]] | None = None
     evaluation: Callable[[], tuple[dict[str, np.ndarray], np.ndarray]] | None = None
     builtin: bool = False
     description: str = ""

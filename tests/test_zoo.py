@@ -34,3 +34,14 @@ def test_digits_cnn_learns_the_held_out_split():
     from modelparity.zoo.digits import digits_cnn, held_out_accuracy
 
     assert held_out_accuracy(digits_cnn().module) >= 0.95
+
+
+def test_digits_calibrates_on_training_digits_never_on_the_evaluation_split():
+    from modelparity.models import calibration_inputs
+    from modelparity.zoo.digits import digits_cnn
+
+    spec = digits_cnn()
+    calibration = calibration_inputs(spec)["image"]
+    held_out = spec.evaluation()[0]["image"]
+    assert calibration.shape == (64, 1, 8, 8)
+    assert not (calibration[:, None] == held_out[None]).all(axis=(2, 3, 4)).any(), "an image in both"

@@ -1,6 +1,6 @@
 """TFLite, run with the LiteRT interpreter: onnx2tf's float32/float16 files, and the seed's conversions
 from the SavedModel with TFLiteConverter: dynamic-range INT8 (Optimize.DEFAULT) and full-integer INT8
-calibrated on the model's own calibration inputs (digits_cnn: real held-out digits).
+calibrated on the model's calibration set (ModelSpec.calibration; digits_cnn: 64 training digits).
 
 LiteRT runs in a worker process in parity and dynamic (isolate_runtime): its builtin int8 kernels
 crash with SIGSEGV on resnet18's full-integer file, and a crash must fail one check, not the session.

@@ -35,6 +35,9 @@ class DigitsCNN(nn.Module):
         return self.head(self.features(image).flatten(1))
 
 
+CALIBRATION_SAMPLES = 64
+
+
 @lru_cache(maxsize=1)
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train images, train labels, held-out images, held-out labels); images N x 1 x 8 x 8 float32."""
@@ -71,6 +74,13 @@ def _held_out_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict
     return {"image": held_x[pick]}
 
 
+def _calibration_set() -> dict[str, np.ndarray]:
+    """64 training images: quantisers calibrate on data like the deployment's, never on the held-out
+    split the precision suite measures accuracy on."""
+    train_x, _, _, _ = digits_split()
+    return {"image": train_x[:CALIBRATION_SAMPLES]}
+
+
 def _held_out_set() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The whole held-out split (360 images) with its labels, for suites/precision."""
     _, _, held_x, held_y = digits_split()
@@ -90,6 +100,7 @@ def digits_cnn() -> ModelSpec:
         axis_ranges={"batch": AxisRange(1, 64)},
         classifier_outputs=("logits",),
         make_inputs=_held_out_inputs,
+        calibration=_calibration_set,
         evaluation=_held_out_set,
         builtin=True,
         description="CNN trained on scikit-learn digits, held-out images as inputs",
