@@ -134,7 +134,7 @@ class Harness:
         if key not in self._runners:
             assert node.load is not None, f"{format_id} has no runner"
             context = LoadContext(artifact.path, node.params, model.spec.input_names,
-                                  model.spec.output_names)
+                                  model.spec.output_names, model.artifact.path)
             started = time.perf_counter()
             runner = (IsolatedRunner(self.graph, format_id, context, self.build_timeout) if isolated
                       else node.load(context))

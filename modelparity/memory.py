@@ -47,7 +47,7 @@ def _mib(kib: int) -> float:
 
 
 def probe(format_id: str, recipe: Mapping[str, Any], artifact: str, input_names: list[str],
-          output_names: list[str], inputs: Mapping[str, str], runs: int) -> dict[str, Any]:
+          output_names: list[str], inputs: Mapping[str, str], runs: int, model: str) -> dict[str, Any]:
     """In the child: load the runner and run it, measuring the resident set around each step."""
     graph = build_graph(recipe["options"], recipe["plugins"])
     node = graph.nodes[format_id]
@@ -57,7 +57,7 @@ def probe(format_id: str, recipe: Mapping[str, Any], artifact: str, input_names:
         importlib.import_module(module)
     exact = _reset_peak()
     before = _status_kib("VmRSS")
-    runner = node.load(LoadContext(Path(artifact), node.params, input_names, output_names))
+    runner = node.load(LoadContext(Path(artifact), node.params, input_names, output_names, Path(model)))
     result: dict[str, Any] = {
         "process_mib": _mib(before), "load_peak_mib": _mib(_status_kib("VmHWM") - before),
         "runtime_imported_first": list(runtime_modules), "peak_reset": exact, "run_peak_mib": {}}
@@ -80,7 +80,7 @@ def probe(format_id: str, recipe: Mapping[str, Any], artifact: str, input_names:
 
 def measure_memory(graph: FormatGraph, format_id: str, artifact: Path, input_names: list[str],
                    output_names: list[str], inputs_by_batch: Mapping[int, Mapping[str, np.ndarray]],
-                   timeout: float, runs: int = 3) -> dict[str, Any]:
+                   timeout: float, model: Path, runs: int = 3) -> dict[str, Any]:
     """Run `probe` in a child process; raises IsolatedError if the child crashes, raises or hangs."""
     with tempfile.TemporaryDirectory(prefix="modelparity-memory-") as scratch:
         files = {}
@@ -90,4 +90,5 @@ def measure_memory(graph: FormatGraph, format_id: str, artifact: Path, input_nam
         return run_isolated("modelparity.memory:probe", {
             "format_id": format_id, "recipe": graph.recipe, "artifact": str(artifact),
             "input_names": input_names, "output_names": output_names, "inputs": files, "runs": runs,
+            "model": str(model),
         }, timeout, Path(scratch) / "probe.log")

@@ -7,6 +7,7 @@ without calling the factory again (digits_cnn trains; a user's factory may be sl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.references import BadReference, import_module_of, import_target
-from modelparity.spec import ModelSpec, SpecError, validate
+from modelparity.spec import AxisRange, ModelSpec, SpecError, validate
 from modelparity.zoo import BUILTIN_MODELS
 
 
@@ -70,11 +71,24 @@ def _source_file(cls: type) -> str | None:
 
 def _axes_json(spec: ModelSpec) -> dict[str, Any]:
     return {
+        "name": spec.name,
+        "classifier_outputs": list(spec.classifier_outputs),
+        "preprocess": _qualname(spec.preprocess),
         "inputs": spec.input_names,
         "outputs": spec.output_names,
         "dynamic_axes": {t: {str(d): a for d, a in dims.items()} for t, dims in spec.dynamic_axes.items()},
         "axis_ranges": {a: [r.min, r.max, r.multiple_of] for a, r in spec.axis_ranges.items()},
     }
+
+
+def _qualname(function: Any) -> str | bool | None:
+    """How the artifact records the spec's pre-processing: None (none), its qualified name (a
+    function the spec's module defines, re-importable), or False (a lambda or a function from
+    elsewhere: a service then calls the spec's factory to get it)."""
+    if function is None:
+        return None
+    name = getattr(function, "__qualname__", "<")
+    return False if "<" in name else name
 
 
 def save_model_artifact(spec: ModelSpec, reference: str, directory: Path) -> dict[str, Any]:
@@ -120,6 +134,26 @@ class ModelArtifact:
         import_module_of(self.meta["reference"])  # the classes the pickle refers to
         module = torch.load(self.path / "module.pt", weights_only=False)
         return module.eval()
+
+    def interface(self) -> ModelSpec:
+        """The spec's declared interface (names, example inputs, axes, classifier outputs, image
+        pre-processing) without calling its factory: what a service needs, without re-training or
+        re-building the module. Falls back to the factory where the pre-processing is not a
+        module-level function of the spec's module."""
+        meta = self.meta
+        if meta.get("preprocess", False) is False:  # not recorded, or not importable by name
+            return load_spec(meta["reference"])
+        preprocess = None
+        if meta["preprocess"]:
+            preprocess = functools.reduce(getattr, meta["preprocess"].split("."),
+                                          import_module_of(meta["reference"]))
+        return ModelSpec(
+            name=meta["name"], module=None, example_inputs=self.export_inputs(),
+            output_names=meta["outputs"],
+            dynamic_axes={t: {int(d): a for d, a in dims.items()}
+                          for t, dims in meta["dynamic_axes"].items()},
+            axis_ranges={a: AxisRange(lo, hi, step) for a, (lo, hi, step) in meta["axis_ranges"].items()},
+            classifier_outputs=tuple(meta["classifier_outputs"]), preprocess=preprocess)
 
     def export_inputs(self) -> dict[str, np.ndarray]:
         return self._arrays("export_inputs.npz")

@@ -55,7 +55,8 @@ class IsolatedRunner:
     def __init__(self, graph: FormatGraph, format_id: str, context: LoadContext, timeout: float) -> None:
         self._load_request = {"format_id": format_id, "recipe": graph.recipe,
                               "artifact": str(context.artifact), "input_names": context.input_names,
-                              "output_names": context.output_names}
+                              "output_names": context.output_names,
+                              "model": str(context.model) if context.model else None}
         self._format = format_id
         self._timeout = timeout
         self._processes = _Processes()
@@ -118,7 +119,8 @@ def _serve() -> None:
                 node = graph.nodes[request["format_id"]]
                 assert node.load is not None
                 runner = node.load(LoadContext(Path(request["artifact"]), node.params,
-                                               request["input_names"], request["output_names"]))
+                                               request["input_names"], request["output_names"],
+                                               Path(request["model"]) if request["model"] else None))
                 declared = runner.declared_shapes() if hasattr(runner, "declared_shapes") else None
                 result: Any = {"facts": runner.facts, "declared_shapes": declared}
             elif request["op"] == "run":

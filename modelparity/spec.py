@@ -59,6 +59,8 @@ class ModelSpec:
     `calibration()` returns the inputs INT8 quantisers calibrate on (samples along the batch axis): data
     like the deployment's, and not the evaluation set; without it, 16 samples drawn like the check
     inputs from their own seed.
+    `preprocess(image)` turns one PIL image into the model's inputs (batch of one): the HTTP service's
+    /predict applies it, and the harness applies the same function on the reference side.
     `evaluation()` returns a labelled evaluation set for suites/precision: (inputs with samples along
     the batch axis, integer labels for the first classifier output); without it, precision drift is
     measured as agreement with FP32 on seeded inputs.
@@ -75,6 +77,7 @@ class ModelSpec:
     make_inputs: InputGenerator | None = None
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: Callable[[], dict[str, np.ndarray]] | None = None
+    preprocess: Callable[[Any], dict[str, np.ndarray]] | None = None
     evaluation: Callable[[], tuple[dict[str, np.ndarray], np.ndarray]] | None = None
     builtin: bool = False
     description: str = ""

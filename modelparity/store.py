@@ -64,6 +64,12 @@ class ArtifactStore:
     def path_for(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    @staticmethod
+    def root_of(entry: Path) -> Path:
+        """The store an entry directory (from path_for) lives in: how a builder in a child process,
+        given only paths, reaches the store for an artifact every model shares (a compiled tool)."""
+        return Path(entry).parent.parent
+
     def get_or_build(self, key: str, parts: Mapping[str, Any],
                      build: Callable[[Path], Mapping[str, Any]]) -> Artifact:
         """Return the entry for `key`, building it with `build(tmp_dir) -> info` if needed.

@@ -119,8 +119,10 @@ def test_memory_probe_sees_what_a_runner_holds_after_loading_and_allocates_per_r
     artifact = harness.artifact(model, PRIMARY_ONNX, BuildRecord())
     inputs = {1: model.spec.inputs_for({"batch": 1}, seed=0)}
     names = (model.spec.input_names, model.spec.output_names)
-    hog = measure_memory(graph, "onnx-dynamo-hog", artifact.path, *names, inputs, timeout=120)
-    clean = measure_memory(graph, "onnx-dynamo-ort", artifact.path, *names, inputs, timeout=120)
+    hog = measure_memory(graph, "onnx-dynamo-hog", artifact.path, *names, inputs, timeout=120,
+                         model=model.artifact.path)
+    clean = measure_memory(graph, "onnx-dynamo-ort", artifact.path, *names, inputs, timeout=120,
+                           model=model.artifact.path)
     assert hog["peak_reset"] and clean["peak_reset"]
     assert 290 <= hog["load_peak_mib"] and 290 <= hog["load_retained_mib"] <= 400, hog
     assert 190 <= hog["run_peak_mib"]["1"] <= 260, hog

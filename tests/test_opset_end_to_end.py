@@ -3,6 +3,7 @@ output changed in the baseline fails and is named; a missing, corrupt or outdate
 error naming the file, never a pass."""
 
 import json
+import shutil
 
 import jsonschema
 import numpy as np
@@ -52,33 +53,44 @@ def test_an_output_changed_in_the_baseline_fails_and_is_named(run_opset):
         "FAILED*tiny-onnx-dynamo-ort-opset*"])
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("missing", "baseline 'golden': */golden/baseline.json does not exist; save one with*"),
-    ("truncated", "*golden/tiny/onnx-dynamo-ort.npz does not match the sha256 */golden/baseline.json*"),
-    ("not-json", "*golden/baseline.json is not valid JSON*"),
-    ("no-entries", "*golden/baseline.json does not match the baseline schema at (top level): 'entries' is*"),
-    ("version", "*golden/baseline.json is baseline format version 99; this modelparity reads version 1*"),
-])
-def test_a_missing_or_corrupt_baseline_is_an_error_naming_the_file(run_opset, damage, message):
-    if damage != "missing":
-        run_opset(*FORMATS, "--opsets", "13", "--save-baseline", "golden").assert_outcomes(passed=3)
-    folder = run_opset.baselines / "golden"
+DAMAGES = {
+    "missing": "baseline 'golden': */golden/baseline.json does not exist; save one with*",
+    "truncated": "*golden/tiny/onnx-dynamo-ort.npz does not match the sha256 */golden/baseline.json*",
+    "not-json": "*golden/baseline.json is not valid JSON*",
+    "no-entries": "*golden/baseline.json does not match the baseline schema at (top level): 'entries' is*",
+    "version": "*golden/baseline.json is baseline format version 99; this modelparity reads version 1*",
+}
+
+
+def _damage(folder, damage):
     manifest_path = folder / "baseline.json"
-    if damage == "truncated":
+    if damage == "missing":
+        shutil.rmtree(folder)
+    elif damage == "truncated":
         data = (folder / "tiny" / "onnx-dynamo-ort.npz").read_bytes()
         (folder / "tiny" / "onnx-dynamo-ort.npz").write_bytes(data[: len(data) // 2])
     elif damage == "not-json":
         manifest_path.write_text(manifest_path.read_text()[:100])
-    elif damage in ("no-entries", "version"):
+    else:
         manifest = json.loads(manifest_path.read_text())
         if damage == "version":
             manifest["version"] = 99
         else:
             del manifest["entries"]
         manifest_path.write_text(json.dumps(manifest))
-    result = run_opset(*FORMATS, "--compare-baseline", "golden")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+
+
+def test_a_missing_or_corrupt_baseline_is_an_error_naming_the_file(run_opset):
+    """One saved baseline, damaged five ways in turn (each a copy)."""
+    run_opset(*FORMATS, "--opsets", "13", "--save-baseline", "pristine").assert_outcomes(passed=3)
+    for damage, message in DAMAGES.items():
+        folder = run_opset.baselines / "golden"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(run_opset.baselines / "pristine", folder)
+        _damage(folder, damage)
+        result = run_opset(*FORMATS, "--compare-baseline", "golden")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, damage
+        result.stderr.fnmatch_lines([f"ERROR: {message}"])
 
 
 def test_a_format_missing_from_the_baseline_fails(run_opset):

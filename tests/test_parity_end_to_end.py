@@ -36,7 +36,9 @@ def test_warm_store_rebuilds_nothing(run_parity):
 
 
 def test_two_xdist_workers_build_each_artifact_once(run_parity, tmp_path):
-    result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort*,onnx-dynamo-fp16-ort",
+    ort = ",".join(f"onnx-dynamo-ort{suffix}" for suffix in (
+        "", "-disabled", "-basic", "-extended", "-seq1", "-par2", "-devalloc", "-cuda", "-trt", "opt-ort"))
+    result = run_parity("--model", f"{TINY}:build", "--formats", f"{ort},onnx-dynamo-fp16-ort",
                         "-n", "2", store=tmp_path / "fresh-store")
     outcomes = result.parseoutcomes()
     # 8 CPU formats x 2 batches; onnx-dynamo-ort-cuda and -trt are not applicable without a GPU

@@ -64,3 +64,17 @@ def test_default_inputs_follow_the_example_and_the_sizes():
     assert drawn.shape == (5, 3, 16, 16) and drawn.dtype == np.float32
     assert np.array_equal(drawn, spec.inputs_for({"batch": 5}, seed=1)["image"])
     assert spec.export_sizes() == {"batch": 2}
+
+
+def test_the_root_artifact_records_the_interface_a_service_needs(tmp_path):
+    """A service reads names, axes, classifier outputs and the pre-processing from the artifact,
+    without calling the factory again (digits_cnn trains in its factory)."""
+    from modelparity.models import ModelArtifact, save_model_artifact
+    from tests.models import tiny_model
+
+    reference = f"{tiny_model.__file__}:build_with_preprocess"
+    save_model_artifact(tiny_model.build_with_preprocess(), reference, tmp_path)
+    interface = ModelArtifact(tmp_path).interface()
+    assert interface.name == "tiny_images" and interface.classifier_outputs == ("logits",)
+    assert interface.preprocess.__qualname__ == "preprocess_image" and interface.module is None
+    assert interface.axis_ranges["batch"].max == 8 and interface.dynamic_axes["image"] == {0: "batch"}

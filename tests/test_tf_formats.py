@@ -37,7 +37,7 @@ def onnx_tf_environment():
     """The onnx-tf environment, which CI always creates (tox sets MODELPARITY_ONNX_TF_ENV)."""
     reason = legacy_env.absent_reason()
     if reason is not None:
-        message = f"{reason}: create it with `{legacy_env.CREATE_COMMAND}`"
+        message = f"{reason}: install it with `{legacy_env.CREATE_COMMAND}`"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -68,5 +68,5 @@ def test_missing_onnx_tf_environment_is_skipped_with_the_command(run_parity, mon
     monkeypatch.setenv(legacy_env.ENV_VARIABLE, str(tmp_path / "no-such-env"))
     result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-legacy-op14-onnxtf-tf", "-rs")
     result.assert_outcomes(skipped=2)
-    result.stdout.fnmatch_lines([f"*the onnx-tf environment is not at {tmp_path}*create it with "
+    result.stdout.fnmatch_lines([f"*the onnx-tf environment is not at {tmp_path}*install it with "
                                  "`python -m modelparity.legacy_env`*"])

@@ -16,6 +16,7 @@ from modelparity.references import import_module_of
 
 FORMAT_MODULES = (
     "modelparity.formats.torchscript",
+    "modelparity.formats.libtorch_cpp",
     "modelparity.formats.onnx_export",
     "modelparity.formats.onnx_fp16",
     "modelparity.formats.onnx_int8",
@@ -26,6 +27,7 @@ FORMAT_MODULES = (
     "modelparity.formats.tflite",
     "modelparity.formats.onnx_tf",
     "modelparity.formats.onnxruntime",
+    "modelparity.formats.http",
 )
 
 

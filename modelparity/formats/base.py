@@ -70,7 +70,7 @@ class EnvironmentRequirement:
 
     def problem(self) -> str | None:
         reason = self.check()
-        return None if reason is None else f"{reason}: create it with `{self.install}`"
+        return None if reason is None else f"{reason}: install it with `{self.install}`"
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class LoadContext:
     params: Mapping[str, Any]
     input_names: list[str]
     output_names: list[str]
+    model: Path | None = None  # the root artifact (ModelArtifact): for runners that need the spec
 
 
 @dataclass(frozen=True)

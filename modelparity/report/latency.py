@@ -112,9 +112,16 @@ def _bars_svg(rows: Sequence[Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _native(extra: Mapping[str, Any]) -> str:
+    """Latency a runner measured inside its own program (the LibTorch C++ runner), if it did."""
+    native = extra.get("native_latency")
+    return f"{native['p50_ms']:.3f} / {native['p99_ms']:.3f}" if native else ""
+
+
 def _table(rows: Sequence[Mapping[str, Any]]) -> str:
     head = ("format", "provider", "precision", "threads", "median ms", "p90 ms", "p99 ms", "rounds",
-            "items/s", "first call ms", "load peak MiB", "run peak MiB", "timed")
+            "items/s", "first call ms", "load peak MiB", "run peak MiB", "timed",
+            "in-program p50 / p99 ms")
     body = []
     for row in rows:
         extra = row["extra"]
@@ -126,7 +133,7 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
                  _ms(row["median"]), _ms(row["p90"]), _ms(row["p99"]), row["rounds"],
                  extra.get("items_per_second", ""), _ms(extra["first_call_seconds"])
                  if "first_call_seconds" in extra else "", memory.get("load_peak_mib", ""),
-                 memory.get("run_peak_mib", ""), extra.get("timed", ""))
+                 memory.get("run_peak_mib", ""), extra.get("timed", ""), _native(extra))
         body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table class='meta'><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
             + "".join(body) + "</table>")

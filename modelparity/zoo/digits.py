@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +82,15 @@ def _calibration_set() -> dict[str, np.ndarray]:
     return {"image": train_x[:CALIBRATION_SAMPLES]}
 
 
+def preprocess_digit(image: Any) -> dict[str, np.ndarray]:
+    """An uploaded digit (dark background, bright ink, as the data set's images): grayscale, bilinear
+    resize to 8 x 8, scale to [0, 1], batch of one."""
+    from PIL import Image
+
+    gray = np.asarray(image.convert("L").resize((8, 8), Image.Resampling.BILINEAR), dtype=np.float32)
+    return {"image": (gray / 255.0)[None, None].astype(np.float32)}
+
+
 def _held_out_set() -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The whole held-out split (360 images) with its labels, for suites/precision."""
     _, _, held_x, held_y = digits_split()
@@ -101,6 +111,7 @@ def digits_cnn() -> ModelSpec:
         classifier_outputs=("logits",),
         make_inputs=_held_out_inputs,
         calibration=_calibration_set,
+        preprocess=preprocess_digit,
         evaluation=_held_out_set,
         builtin=True,
         description="CNN trained on scikit-learn digits, held-out images as inputs",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,16 @@ def photo_crops(count: int, rng: np.random.Generator, size: int = IMAGE_SIZE) ->
             crop = crop.flip(-1)
         crops.append((crop.permute(1, 2, 0).numpy() - _MEAN) / _STD)
     return np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def preprocess_photo(image: Any) -> dict[str, np.ndarray]:
+    """What the service does to an uploaded photo (and the harness on the reference side): RGB,
+    bilinear resize to 224 x 224, scale to [0, 1], ImageNet normalisation, NCHW batch of one."""
+    from PIL import Image
+
+    rgb = np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR),
+                     dtype=np.float32) / 255.0
+    return {"image": ((rgb - _MEAN) / _STD).transpose(2, 0, 1)[None].astype(np.float32)}
 
 
 def _crop_inputs(sizes: Mapping[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -87,6 +98,7 @@ def _image_spec(name: str, module: nn.Module, description: str) -> ModelSpec:
         axis_ranges={"batch": AxisRange(1, 32)},
         classifier_outputs=("logits",),
         make_inputs=_crop_inputs,
+        preprocess=preprocess_photo,
         tolerances=_RANDOM_INIT_TOLERANCES,
         builtin=True,
         description=description,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from modelparity.formats.base import ONNXRUNTIME, Format, NotTimeable, Requirement
+from modelparity.formats.base import ONNXRUNTIME, TORCH, Format, NotTimeable, Requirement
+from modelparity.formats.http import http_format
+from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner
 from modelparity.formats.onnx2tf import SavedModelRunner
 from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
@@ -28,6 +30,22 @@ def perturb_one_weight(source, out, params, model):
     biggest.CopyFrom(numpy_helper.from_array(values, biggest.name))
     onnx.save(model, str(Path(out) / "model.onnx"))
     return {"perturbed": biggest.name}
+
+
+def perturb_torchscript(source, out, params, model):
+    """Copy the LibTorch C++ artifact with its TorchScript file's first parameter shifted by `delta`."""
+    import shutil
+
+    import torch
+
+    for item in Path(source).iterdir():
+        if item.is_file():
+            shutil.copy2(item, Path(out) / item.name)
+    module = torch.jit.load(str(Path(source) / "model.ts"))
+    with torch.no_grad():
+        next(module.parameters()).view(-1)[0] += params["delta"]
+    torch.jit.save(module, str(Path(out) / "model.ts"))
+    return {"perturbed": "first parameter"}
 
 
 def scale_one_weight_scale(source, out, params, model):
@@ -128,8 +146,13 @@ def applies_when_asked(machine):
 
 
 def formats(graph, options):
+    service = HERE.with_name("broken_service.py")
+    http = [http_format(graph, "onnx-dynamo-ort", options, "http-bgr",
+                        preprocess=f"{service}:preprocess_bgr"),
+            http_format(graph, "onnx-dynamo-ort", options, "http-unchecked",
+                        app=f"{service}:create_app_without_checks")]
     ort = dict(load=OnnxRuntimeRunner, requires=(ONNXRUNTIME,), params={"level": "all"})
-    return [
+    return http + [
         Format("perturbed", parent="onnx-dynamo", build=f"{HERE}:perturb_one_weight",
                params={"delta": 0.5}, produces="onnx"),
         Format("ort", parent="onnx-dynamo-perturbed", **ort),
@@ -156,6 +179,8 @@ def formats(graph, options):
         Format("untimeable", parent="onnx-dynamo", load=UntimeableRunner, requires=(ONNXRUNTIME,)),
         Format("hog", parent="onnx-dynamo", load=MemoryHogRunner, requires=(ONNXRUNTIME,),
                params={"load_mib": 300, "run_mib": 200}),
+        Format("perturbed", parent="torchscript-libtorch-cpp", build=f"{HERE}:perturb_torchscript",
+               params={"delta": 0.5}, load=LibTorchCppRunner, requires=(TORCH, COMPILER)),
         Format("ort-gated", parent="onnx-dynamo", applies=applies_when_asked, **ort),
         Format("absent", parent="onnx-dynamo", load=OnnxRuntimeRunner,
                requires=(Requirement("modelparity_absent_backend",

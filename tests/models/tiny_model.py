@@ -35,6 +35,22 @@ def build_fp16_overflow() -> ModelSpec:
     return spec
 
 
+SIDE = 16
+
+
+def preprocess_image(image) -> dict[str, np.ndarray]:
+    """An uploaded image as the tiny model's input: RGB, 16 x 16, scaled to [0, 1], NCHW."""
+    from PIL import Image
+
+    rgb = np.asarray(image.convert("RGB").resize((SIDE, SIDE), Image.Resampling.BILINEAR), np.float32) / 255
+    return {"image": rgb.transpose(2, 0, 1)[None].astype(np.float32)}
+
+
+def build_with_preprocess() -> ModelSpec:
+    """The tiny model with image pre-processing, for the HTTP service's /predict."""
+    return build(name="tiny_images", preprocess=preprocess_image)
+
+
 def build(**overrides) -> ModelSpec:
     torch.manual_seed(0)
     module = Tiny().eval()

@@ -1,0 +1,131 @@
+"""LibTorch C++: the TorchScript file run by a small C++ program (libtorch_runner.cpp, beside this
+module) built with g++ against the torch wheel's own headers and libraries, no download.
+
+The program is compiled once per store (keyed by its source's sha256, the torch version and library
+path, and the compiler's version) as an artifact every model shares; each model's artifact holds a
+copy of it and of the TorchScript file. The runner writes the inputs as .npy, runs the program in a
+child process with a timeout, and reads its .npy outputs: a crash or a hang fails that check alone.
+The program also measures its own latency around module.forward after warm-up (`native_latency`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelparity.formats.base import TORCH, EnvironmentRequirement, Format, LoadContext
+from modelparity.store import ArtifactStore, StoredBuildError, content_key
+
+SOURCE = Path(__file__).with_name("libtorch_runner.cpp")
+BINARY = "libtorch_runner"
+COMPILE_TIMEOUT = 600
+RUN_TIMEOUT = 300
+
+
+def _compiler_problem() -> str | None:
+    return None if shutil.which("g++") else "no C++ compiler: g++ is not on PATH"
+
+
+COMPILER = EnvironmentRequirement("g++", "apt-get install g++ (Debian/Ubuntu; any g++ >= 10 with C++20)",
+                                  _compiler_problem)
+
+
+def compile_command(torch_dir: Path, out: Path) -> list[str]:
+    import torch
+
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    lib = torch_dir / "lib"
+    # torch_cpu and c10 only: libtorch.so would also load the CUDA libraries. --no-as-needed keeps
+    # torch_cpu linked although no symbol is named directly: its static initialisers register the ops.
+    return ["g++", "-O2", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(SOURCE),
+            f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
+            f"-L{lib}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{lib}", "-o", str(out)]
+
+
+def compiled_runner(store_root: Path) -> Path:
+    """The program, compiled once into the store (under a lock, so parallel builds share it)."""
+    import torch
+
+    torch_dir = Path(torch.__file__).parent
+    compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=True)
+    parts = {"tool": BINARY, "source": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
+             "torch": torch.__version__, "torch_dir": str(torch_dir),
+             "compiler": compiler.stdout.splitlines()[0]}
+
+    def build(out: Path) -> Mapping[str, Any]:
+        command = compile_command(torch_dir, out / BINARY)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+        (out / "compile.log").write_text(" ".join(command) + "\n" + result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise StoredBuildError(f"g++ failed ({result.returncode}): {result.stderr[-2000:]}",
+                                   {"kind": "compile", "summary": result.stderr[-500:], "cache": True})
+        return {"command": command}
+
+    return ArtifactStore(store_root).get_or_build(content_key(parts), parts, build).path / BINARY
+
+
+def build(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """The model's artifact: its TorchScript file and a copy of the compiled program."""
+    binary = compiled_runner(ArtifactStore.root_of(Path(model)))
+    shutil.copy2(binary, Path(out) / BINARY)
+    shutil.copy2(Path(source) / "model.ts", Path(out) / "model.ts")
+    return {"file": "model.ts", "program": BINARY, "compiled": str(binary)}
+
+
+class LibTorchCppRunner:
+    """Runs the C++ program per call: inputs and outputs as .npy in a scratch folder."""
+
+    def __init__(self, context: LoadContext) -> None:
+        import torch
+
+        self._artifact = context.artifact
+        self._inputs = context.input_names
+        self._outputs = context.output_names
+        self.facts: dict[str, Any] = {"runtime": f"libtorch {torch.__version__} (C++ program)",
+                                      "provider": "CPU", "program": str(context.artifact / BINARY)}
+
+    def _call(self, inputs: Mapping[str, np.ndarray], warmup: int, repeat: int
+              ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        with tempfile.TemporaryDirectory(prefix="modelparity-libtorch-") as scratch:
+            files = []
+            for name in self._inputs:
+                files.append(str(Path(scratch) / f"{name}.npy"))
+                np.save(files[-1], np.ascontiguousarray(inputs[name]))
+            result = subprocess.run([str(self._artifact / BINARY), str(self._artifact / "model.ts"), scratch,
+                                     str(warmup), str(repeat), *files],
+                                    capture_output=True, text=True, timeout=RUN_TIMEOUT)
+            if result.returncode != 0:
+                raise RuntimeError(f"the LibTorch C++ program exited with {result.returncode}: "
+                                   f"{(result.stderr or result.stdout)[-1500:]}")
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            if report["outputs"] != len(self._outputs):
+                raise ValueError(f"the C++ program returned {report['outputs']} outputs but the spec "
+                                 f"names {len(self._outputs)}: {self._outputs}")
+            outputs = {name: np.load(Path(scratch) / f"output_{i}.npy")
+                       for i, name in enumerate(self._outputs)}
+        self.facts["threads"] = report["threads"]
+        return outputs, report
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._call(inputs, 0, 0)[0]
+
+    def native_latency(self, inputs: Mapping[str, np.ndarray], warmup: int, repeat: int) -> dict[str, Any]:
+        """Latency measured by the program itself, in milliseconds: load, first call, and `repeat`
+        calls of module.forward after `warmup` calls."""
+        return self._call(inputs, warmup, repeat)[1]
+
+
+def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
+    if "torchscript" not in graph:
+        return []
+    return [Format("libtorch-cpp", parent="torchscript", build="modelparity.formats.libtorch_cpp:build",
+                   load=LibTorchCppRunner, requires=(TORCH, COMPILER),
+                   description="the TorchScript file run by a C++ program linked against LibTorch")]
