@@ -44,6 +44,16 @@ class BuildRecord:
         return sum(s["build_seconds"] for s in self.steps if s["built_now"])
 
 
+def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """A key for reference outputs: the inputs' names, shapes, dtypes and bytes (never an object's
+    id, which Python reuses once the object is gone)."""
+    digest = hashlib.sha1()
+    for name, value in arrays.items():
+        digest.update(f"{name}{value.shape}{value.dtype}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
 @cache
 def code_digest(target: str) -> str:
     """A hash of the source of the module a builder lives in: changing a converter rebuilds."""
