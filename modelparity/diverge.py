@@ -108,8 +108,10 @@ def intermediate_values(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[st
     import onnxruntime as ort
 
     model = expose_intermediates(onnx.load(str(path)))
+    from modelparity.formats.onnxruntime import optimisation_level
+
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = optimisation_level("disabled")
     options.log_severity_level = 3
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {i.name: inputs[i.name] for i in session.get_inputs()}

@@ -161,6 +161,12 @@ class ModelArtifact:
     def calibration_inputs(self) -> dict[str, np.ndarray]:
         return self._arrays("calibration_inputs.npz")
 
+    def calibration_samples(self) -> list[dict[str, np.ndarray]]:
+        """The calibration inputs one sample (a batch of one) at a time, as quantisers take them."""
+        calibration = self.calibration_inputs()
+        rows = len(next(iter(calibration.values())))
+        return [{name: value[row:row + 1] for name, value in calibration.items()} for row in range(rows)]
+
     def _arrays(self, file: str) -> dict[str, np.ndarray]:
         with np.load(self.path / file) as data:
             return {name: data[name] for name in self.meta["inputs"]}

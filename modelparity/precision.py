@@ -195,7 +195,7 @@ def trace(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.ndar
     CPU provider does), because a runtime with FP16 kernels (CUDA, TensorRT) returns the Inf."""
     spec = model.spec
     rows = (np.flatnonzero(changed) if changed.any() else np.arange(len(changed)))[:TRACED]
-    selected = spec.rows(inputs, rows) if spec.batch_axis else dict(inputs)
+    selected = spec.rows(inputs, rows)
     tolerance = PROFILES[harness.graph.nodes[format_id].precision]
     try:
         located = locate(harness, model, format_id, selected, tolerance.atol, tolerance.rtol)

@@ -34,10 +34,8 @@ def quantize_dynamic(source: str, out: str, params: Mapping[str, Any], model: st
 class _CalibrationReader:
     """onnxruntime.quantization.CalibrationDataReader over the calibration inputs, one row a time."""
 
-    def __init__(self, calibration: Mapping[str, np.ndarray]) -> None:
-        rows = len(next(iter(calibration.values())))
-        self._rows: Iterator[dict[str, np.ndarray]] = iter(
-            [{k: v[row:row + 1] for k, v in calibration.items()} for row in range(rows)])
+    def __init__(self, samples: list[dict[str, np.ndarray]]) -> None:
+        self._rows: Iterator[dict[str, np.ndarray]] = iter(samples)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._rows, None)
@@ -47,14 +45,14 @@ def quantize_static(source: str, out: str, params: Mapping[str, Any], model: str
     from onnxruntime.quantization import QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as quantize
 
-    calibration = ModelArtifact(Path(model)).calibration_inputs()
+    samples = ModelArtifact(Path(model)).calibration_samples()
     quantize(str(Path(source) / "model.onnx"), str(Path(out) / "model.onnx"),
-             _CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
+             _CalibrationReader(samples), quant_format=QuantFormat.QDQ,
              activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
              reduce_range=True)
     return {"file": "model.onnx", "mode": "static QDQ", "activation_type": "QUInt8",
             "weight_type": "QInt8", "per_channel": True, "reduce_range": True,
-            "calibration_samples": len(next(iter(calibration.values()))),
+            "calibration_samples": len(samples),
             **_quantized_ops(Path(out) / "model.onnx")}
 
 

@@ -27,17 +27,15 @@ def quantize(source: str, out: str, params: Mapping[str, Any], model: str) -> di
     import nncf
     import openvino as ov
 
-    calibration = ModelArtifact(Path(model)).calibration_inputs()
-    rows = len(next(iter(calibration.values())))
-    samples = [{name: value[row:row + 1] for name, value in calibration.items()} for row in range(rows)]
+    samples = ModelArtifact(Path(model)).calibration_samples()
     fp32 = ov.Core().read_model(str(Path(source) / "model.xml"))
-    quantized = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=rows)
+    quantized = nncf.quantize(fp32, nncf.Dataset(samples), subset_size=len(samples))
     fake_quantize = sum(op.get_type_name() == "FakeQuantize" for op in quantized.get_ops())
     if not fake_quantize:
         raise RuntimeError(f"nncf.quantize inserted no FakeQuantize into {source}/model.xml")
     ov.save_model(quantized, str(Path(out) / "model.xml"), compress_to_fp16=False)
     return {"file": "model.xml", "nncf": nncf.__version__, "openvino": ov.__version__,
-            "preset": "PERFORMANCE (NNCF default)", "calibration_samples": rows,
+            "preset": "PERFORMANCE (NNCF default)", "calibration_samples": len(samples),
             "fake_quantize_ops": fake_quantize}
 
 

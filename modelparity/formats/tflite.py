@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +37,15 @@ def from_saved_model(source: str, out: str, params: Mapping[str, Any], model: st
     converter = tf.lite.TFLiteConverter.from_saved_model(source)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     layout = Layout.load(Path(source))
+    samples = ModelArtifact(Path(model)).calibration_samples() if params["full_integer"] else []
     if params["full_integer"]:
-        calibration = ModelArtifact(Path(model)).calibration_inputs()
-        converter.representative_dataset = lambda: _representative(layout, calibration)
+        converter.representative_dataset = lambda: (list(layout.to_artifact(s).values()) for s in samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
     (Path(out) / "model.tflite").write_bytes(converter.convert())
     shutil.copy(Path(source) / LAYOUT_FILE, Path(out) / LAYOUT_FILE)
-    samples = len(next(iter(calibration.values()))) if params["full_integer"] else 0
-    return {"file": "model.tflite", "tensorflow": tf.__version__, "calibration_samples": samples}
-
-
-def _representative(layout: Layout, calibration: Mapping[str, np.ndarray]) -> Iterator[list[np.ndarray]]:
-    rows = len(next(iter(calibration.values())))
-    for row in range(rows):
-        sample = layout.to_artifact({k: v[row:row + 1] for k, v in calibration.items()})
-        yield list(sample.values())
+    return {"file": "model.tflite", "tensorflow": tf.__version__, "calibration_samples": len(samples)}
 
 
 class TFLiteRunner:
