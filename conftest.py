@@ -2,5 +2,5 @@
 
 pytest_plugins = [
     "fixtures.config", "fixtures.parity", "fixtures.reporting", "fixtures.dynamic", "fixtures.latency",
-    "fixtures.precision", "fixtures.opset", "fixtures.http",
+    "fixtures.load", "fixtures.precision", "fixtures.opset", "fixtures.http",
 ]

@@ -102,8 +102,10 @@ def expose_intermediates(model: Any) -> Any:
     return exposed
 
 
-def intermediate_values(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Every exposed tensor of the ONNX file at `path`, computed by ONNX Runtime with optimisations off."""
+def intermediate_values(path: Path, inputs: Mapping[str, np.ndarray], libraries: Sequence[str] = ()
+                        ) -> dict[str, np.ndarray]:
+    """Every exposed tensor of the ONNX file at `path`, computed by ONNX Runtime with optimisations
+    off (`libraries`: custom-op libraries the graph's custom operators need)."""
     import onnx
     import onnxruntime as ort
 
@@ -113,6 +115,8 @@ def intermediate_values(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[st
     options = ort.SessionOptions()
     options.graph_optimization_level = optimisation_level("disabled")
     options.log_severity_level = 3
+    for library in libraries:
+        options.register_custom_ops_library(library)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     feed = {i.name: inputs[i.name] for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
@@ -138,12 +142,12 @@ def _comparable(reference: np.ndarray | None, candidate: np.ndarray) -> bool:
 
 
 def first_divergence(reference: Path, candidate: Path, inputs: Mapping[str, np.ndarray],
-                     atol: float, rtol: float) -> Divergence:
+                     atol: float, rtol: float, libraries: Sequence[str] = ()) -> Divergence:
     """Run both files on `inputs` and find the first node of `candidate` whose output leaves tolerance."""
     import onnx
 
-    ref_values = intermediate_values(reference, inputs)
-    got_values = intermediate_values(candidate, inputs)
+    ref_values = intermediate_values(reference, inputs, libraries)
+    got_values = intermediate_values(candidate, inputs, libraries)
     errors: dict[str, TensorError] = {}
     trail: list[TensorError] = []
     first: tuple[Any, TensorError] | None = None
@@ -172,8 +176,10 @@ def locate(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.nda
 
     import onnxruntime as ort
 
+    from modelparity.custom_ops import onnxruntime_libraries
     from modelparity.formats.onnxruntime import OnnxRuntimeRunner, optimisation_level
     from modelparity.harness import BuildRecord
+    from modelparity.models import ModelArtifact
 
     chain = harness.graph.chain(format_id)
     onnx_nodes = [n for n in chain if n.produces == "onnx"]
@@ -182,8 +188,9 @@ def locate(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.nda
     files = [harness.artifact(model, n.id, BuildRecord()).path / "model.onnx"
              for n in (onnx_nodes[0], onnx_nodes[-1])]
     level = chain[-1].params.get("level", "all")
+    libraries = onnxruntime_libraries(ModelArtifact(model.artifact.path).custom_ops())
     if len(onnx_nodes) > 1:
-        return first_divergence(files[0], files[1], inputs, atol, rtol)
+        return first_divergence(files[0], files[1], inputs, atol, rtol, libraries)
     if level == "disabled":
         return f"{format_id} runs the exported file as written: the difference starts in the export"
     with tempfile.TemporaryDirectory(prefix="modelparity-diverge-") as scratch:
@@ -191,8 +198,10 @@ def locate(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.nda
         options = ort.SessionOptions()
         options.graph_optimization_level = optimisation_level(level)
         options.optimized_model_filepath = str(optimised)
+        for library in libraries:
+            options.register_custom_ops_library(library)
         ort.InferenceSession(str(files[0]), options, providers=["CPUExecutionProvider"])
-        return first_divergence(files[0], optimised, inputs, atol, rtol)
+        return first_divergence(files[0], optimised, inputs, atol, rtol, libraries)
 
 
 def random_inputs(path: Path, seed: int = 0) -> dict[str, np.ndarray]:

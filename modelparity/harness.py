@@ -54,6 +54,12 @@ def content_digest(arrays: Mapping[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def file_stamps(directory: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file under `directory`: what a build must not change."""
+    return {str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in directory.rglob("*") if path.is_file()}
+
+
 @cache
 def code_digest(target: str) -> str:
     """A hash of the source of the module a builder lives in: changing a converter rebuilds."""
@@ -123,14 +129,24 @@ class Harness:
 
     def _builder(self, target: str, source: Path, params: Mapping[str, Any], model: Path) -> Any:
         def build(out: Path) -> Mapping[str, Any]:
+            before = file_stamps(source)
             try:
-                return run_isolated(target, {"source": str(source), "out": str(out),
+                info = run_isolated(target, {"source": str(source), "out": str(out),
                                              "params": dict(params), "model": str(model)},
                                     self.build_timeout, out / "build.log")
             except IsolatedError as error:
                 raise StoredBuildError(str(error), {"kind": error.kind, "summary": error.summary,
                                                     "tail": error.tail,
                                                     "cache": error.kind != "timeout"}) from None
+            changed = sorted(name for name, stamp in file_stamps(source).items()
+                             if before.get(name, stamp) != stamp)
+            if changed:
+                message = (f"{target} rewrote {', '.join(changed)} of its input artifact {source}: a "
+                           "converter must read its parent, never write it (give it a copy); that "
+                           "artifact no longer holds what its own builder wrote: delete it")
+                raise StoredBuildError(message, {"kind": "modified-parent", "summary": message,
+                                                 "tail": "", "cache": False})
+            return info
         return build
 
     def runner(self, model: LoadedModel, format_id: str, artifact: Artifact, in_process: bool = False

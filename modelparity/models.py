@@ -11,6 +11,7 @@ import functools
 import hashlib
 import inspect
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,22 +56,25 @@ def model_identity(spec: ModelSpec, reference: str) -> dict[str, Any]:
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     code = hashlib.sha256()
-    for source in sorted({_source_file(type(m)) for m in spec.module.modules()} - {None}):
+    sources = {_source_file(type(m)) for m in spec.module.modules()}
+    sources |= {_source_file(getattr(op, f)) for op in spec.custom_ops  # kernels and mappings
+                for f in ("onnx_schema", "legacy_symbolic", "dynamo_translation", "onnxruntime_library")}
+    for source in sorted(sources - {None}):
         code.update(Path(source).read_bytes())
     return {"reference": reference, "name": spec.name, "weights": weights.hexdigest()[:24],
             "code": code.hexdigest()[:24], "class": type(spec.module).__qualname__,
             "torch": torch.__version__, "axes": _axes_json(spec)}
 
 
-def _source_file(cls: type) -> str | None:
+def _source_file(definition: Any) -> str | None:
     try:
-        return inspect.getsourcefile(cls)
+        return inspect.getsourcefile(definition)
     except TypeError:
         return None
 
 
 def _axes_json(spec: ModelSpec) -> dict[str, Any]:
-    return {
+    axes: dict[str, Any] = {
         "name": spec.name,
         "classifier_outputs": list(spec.classifier_outputs),
         "preprocess": _qualname(spec.preprocess),
@@ -79,6 +83,9 @@ def _axes_json(spec: ModelSpec) -> dict[str, Any]:
         "dynamic_axes": {t: {str(d): a for d, a in dims.items()} for t, dims in spec.dynamic_axes.items()},
         "axis_ranges": {a: [r.min, r.max, r.multiple_of] for a, r in spec.axis_ranges.items()},
     }
+    if spec.custom_ops:  # only then, so that other models' artifact keys stay what they were
+        axes["custom_ops"] = [{"torch": op.torch_op, "onnx": op.onnx_op} for op in spec.custom_ops]
+    return axes
 
 
 def _qualname(function: Any) -> str | bool | None:
@@ -99,6 +106,9 @@ def save_model_artifact(spec: ModelSpec, reference: str, directory: Path) -> dic
     export_inputs = spec.inputs_for(spec.export_sizes(), seed=0)
     np.savez(directory / "export_inputs.npz", **export_inputs)
     np.savez(directory / "calibration_inputs.npz", **calibration_inputs(spec))
+    if spec.custom_ops:
+        with open(directory / "custom_ops.pkl", "wb") as file:
+            pickle.dump(tuple(spec.custom_ops), file)
     (directory / "spec.json").write_text(json.dumps({"reference": reference, **_axes_json(spec)}))
     return {"export_shapes": {k: list(v.shape) for k, v in export_inputs.items()}}
 
@@ -154,6 +164,15 @@ class ModelArtifact:
                           for t, dims in meta["dynamic_axes"].items()},
             axis_ranges={a: AxisRange(lo, hi, step) for a, (lo, hi, step) in meta["axis_ranges"].items()},
             classifier_outputs=tuple(meta["classifier_outputs"]), preprocess=preprocess)
+
+    def custom_ops(self) -> tuple[Any, ...]:
+        """The spec's custom operators (modelparity.custom_ops.CustomOp), with the spec's module
+        imported: that registers the torch operators a TorchScript file or the pickle refers to."""
+        if not self.meta.get("custom_ops"):
+            return ()
+        import_module_of(self.meta["reference"])
+        with open(self.path / "custom_ops.pkl", "rb") as file:
+            return tuple(pickle.load(file))
 
     def export_inputs(self) -> dict[str, np.ndarray]:
         return self._arrays("export_inputs.npz")

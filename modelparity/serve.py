@@ -80,7 +80,7 @@ class Service:
         self.preprocess = (import_target(config["preprocess"]) if config.get("preprocess")
                            else self.spec.preprocess)
         self.runner = node.load(LoadContext(Path(config["artifact"]), node.params, self.spec.input_names,
-                                            self.spec.output_names))
+                                            self.spec.output_names, Path(config["model_artifact"])))
 
     def check(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Names, dtypes and shapes against the spec (dynamic axes within their ranges)."""
@@ -133,11 +133,33 @@ class Service:
         return answer
 
 
+def request_bodies(input_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The OpenAPI requestBody of /v1/infer and /predict: the endpoints read their bodies themselves
+    (size limit, two encodings), so FastAPI cannot infer them; declared, they are what clients and
+    a schemathesis run generate requests from."""
+    tensor = {"type": "object", "required": ["shape", "dtype", "data"], "properties": {
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "dtype": {"type": "string", "examples": ["float32", "int64"]},
+        "data": {"type": "array", "items": {"type": "number"}}}}
+    inputs = {"type": "object", "required": input_names,
+              "properties": {name: tensor for name in input_names}}
+    return {
+        "infer": {"required": True, "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"],
+                                            "properties": {"inputs": inputs}}},
+            NPZ: {"schema": {"type": "string", "format": "binary"}}}},
+        "predict": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+    }
+
+
 def create_app(config: Mapping[str, Any]) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response
 
     service = Service(config)
+    bodies = request_bodies(service.spec.input_names)
     app = FastAPI(title="modelparity service", description=f"{service.spec.name} on {service.format_id}")
 
     async def body_of(request: Request) -> bytes:
@@ -161,9 +183,10 @@ def create_app(config: Mapping[str, Any]) -> Any:
         return {"status": "ok", "model": service.spec.name, "format": service.format_id,
                 "facts": json.loads(json.dumps(service.runner.facts, default=str))}
 
-    @app.post("/v1/infer", responses={422: {"description": "inputs of the wrong name, shape or dtype"},
-                                      413: {"description": "body too large"},
-                                      415: {"description": "neither JSON nor .npz"}})
+    @app.post("/v1/infer", openapi_extra={"requestBody": bodies["infer"]},
+              responses={422: {"description": "inputs of the wrong name, shape or dtype"},
+                         413: {"description": "body too large"},
+                         415: {"description": "neither JSON nor .npz"}})
     async def infer(request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip()
         body = await body_of(request)
@@ -185,10 +208,12 @@ def create_app(config: Mapping[str, Any]) -> Any:
             return JSONResponse({"outputs": encode(service.infer(decode(payload)))})
         raise BadRequest(415, f"content type {kind or '(none)'!r}; send application/json or {NPZ}")
 
-    @app.post("/predict", responses={400: {"description": "not a readable image"},
-                                     404: {"description": "the model takes no images"},
-                                     413: {"description": "body too large"},
-                                     415: {"description": "not a multipart upload"}})
+    @app.post("/predict", openapi_extra={"requestBody": bodies["predict"]},
+              responses={400: {"description": "not a readable image"},
+                         404: {"description": "the model takes no images"},
+                         413: {"description": "body too large"},
+                         415: {"description": "not a multipart upload"},
+                         422: {"description": "no file in the multipart field 'file'"}})
     async def predict(request: Request) -> JSONResponse:
         kind = request.headers.get("content-type", "")
         if not kind.startswith("multipart/form-data"):

@@ -61,6 +61,8 @@ class ModelSpec:
     inputs from their own seed.
     `preprocess(image)` turns one PIL image into the model's inputs (batch of one): the HTTP service's
     /predict applies it, and the harness applies the same function on the reference side.
+    `custom_ops` declares the torch.library operators the module calls that no exporter knows, with
+    their mappings to ONNX and ONNX Runtime (modelparity.custom_ops.CustomOp).
     `evaluation()` returns a labelled evaluation set for suites/precision: (inputs with samples along
     the batch axis, integer labels for the first classifier output); without it, precision drift is
     measured as agreement with FP32 on seeded inputs.
@@ -79,6 +81,7 @@ class ModelSpec:
     calibration: Callable[[], dict[str, np.ndarray]] | None = None
     preprocess: Callable[[Any], dict[str, np.ndarray]] | None = None
     evaluation: Callable[[], tuple[dict[str, np.ndarray], np.ndarray]] | None = None
+    custom_ops: tuple[Any, ...] = ()
     builtin: bool = False
     description: str = ""
 
@@ -195,7 +198,28 @@ def validate(spec: object, origin: str) -> ModelSpec:
         parse_overrides([{"match": k, **v} for k, v in spec.tolerances.items()], f"{where} tolerances")
     except ToleranceConfigError as error:
         raise SpecError(str(error)) from error
+    _validate_custom_ops(spec, where)
     for name in spec.classifier_outputs:
         if name not in spec.output_names:
             raise SpecError(f"{where}: classifier output {name!r} is not in output_names")
     return spec
+
+
+def _validate_custom_ops(spec: ModelSpec, where: str) -> None:
+    from modelparity.custom_ops import CustomOp, torch_overload
+
+    for op in spec.custom_ops:
+        if not isinstance(op, CustomOp):
+            raise SpecError(f"{where}: custom_ops holds {type(op).__name__}, expected "
+                            "modelparity.custom_ops.CustomOp")
+        try:
+            torch_overload(op)
+        except (AttributeError, RuntimeError) as error:
+            raise SpecError(f"{where}: custom op {op.torch_op!r} is not registered with torch.library "
+                            f"({error}); define it in the spec's module before the factory runs") from error
+        for field_name in ("onnx_schema", "legacy_symbolic", "dynamo_translation", "onnxruntime_library"):
+            function = getattr(op, field_name)
+            if "<" in getattr(function, "__qualname__", "<"):
+                raise SpecError(f"{where}: custom op {op.torch_op!r}: {field_name} must be a "
+                                "module-level function (converters import it by name), not "
+                                f"{function!r}")

@@ -64,4 +64,19 @@ def test_a_format_that_refuses_a_batch_errors_and_an_untimeable_one_is_skipped(r
     assert "never used" not in result.stdout.str() and "During handling" not in result.stdout.str()
     deselected = run_latency("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort-cuda",
                              "-m", "not gpu")
-    deselected.assert_outcomes(deselected=2)
+    deselected.assert_outcomes(deselected=3)  # b1 and b8 by `-m`, and the load test (no HTTP format)
+
+
+def test_load_test_reports_throughput_and_fails_on_a_service_that_refuses_concurrent_requests(run_latency):
+    result = run_latency("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                         "--formats", "onnx-dynamo-ort-http,onnx-dynamo-ort-http-busy", "-k", "load",
+                         "--load-clients", "3", "--load-seconds", "1.5")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*onnx-dynamo-ort-http-busy under load: 3 clients for *s: * requests, "
+                                 "* failed; statuses {*'503': *}*"])
+    report = json.loads((result.reports / "latency.json").read_text())
+    load = next(b["extra_info"]["load"] for b in report["benchmarks"]
+                if b["extra_info"]["format"] == "onnx-dynamo-ort-http")
+    assert load["clients"] == 3 and load["failed"] == 0 and load["requests"] > 3
+    assert 0 < load["p50_ms"] <= load["p99_ms"] and load["throughput_rps"] > 0
+    assert "HTTP services under load" in (result.reports / "latency.html").read_text()

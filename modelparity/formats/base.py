@@ -100,6 +100,10 @@ class Format:
         pytest marker `gpu`.
     isolate_runtime: its runtime is native code that has crashed processes: parity and dynamic run
         its runner in a worker process (modelparity/runner_worker.py).
+    custom_ops: it carries a model's custom operators (modelparity/custom_ops.py): its converter
+        applies the spec's mappings, or its runtime loads their kernels. A check of a chain where
+        every node does so fails on an error naming the operator; elsewhere that error is reported
+        as 'unsupported' (an expected failure carrying the converter's own words).
     """
 
     name: str
@@ -114,6 +118,7 @@ class Format:
     fixed_shapes: str | None = None
     device: str = "cpu"
     isolate_runtime: bool = False
+    custom_ops: bool = False
     description: str = ""
 
     @property

@@ -138,7 +138,7 @@ def http_format(graph: Mapping[str, Format], inner: str, options: Mapping[str, A
     """The service over the runner format `inner`; `params` may name the service's own `preprocess`
     or application factory (`app`), each as "module:function"."""
     return Format(name, parent=inner, load=HttpRunner, requires=graph[inner].requires + SERVE,
-                  params={"inner": inner, "options": dict(options), **params},
+                  custom_ops=True, params={"inner": inner, "options": dict(options), **params},
                   precision=graph[inner].precision,
                   description=f"modelparity.serve (FastAPI + uvicorn) over {inner}, POST /v1/infer")
 

@@ -8,6 +8,8 @@ build records the real layout in layout.json (shown in the report) and the runne
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,19 @@ def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dic
     import onnx2tf
     import tensorflow as tf
 
-    onnx_file = Path(source) / "model.onnx"
-    onnx2tf.convert(input_onnx_file_path=str(onnx_file), output_folder_path=out,
-                    output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
-                    non_verbose=True)
+    # onnx2tf rewrites the file it converts (shape inference through onnx-graphsurgeon, which drops
+    # custom-op domains): it gets a copy, never the parent artifact.
+    # (named model.onnx still: onnx2tf names the .tflite files after it)
+    with tempfile.TemporaryDirectory(prefix="modelparity-onnx2tf-") as scratch:
+        onnx_file = Path(scratch) / "model.onnx"
+        shutil.copyfile(Path(source) / "model.onnx", onnx_file)
+        onnx2tf.convert(input_onnx_file_path=str(onnx_file), output_folder_path=out,
+                        output_signaturedefs=True, copy_onnx_input_output_names_to_tflite=True,
+                        non_verbose=True)
     signature = tf.saved_model.load(out).signatures[SIGNATURE]
     _, tf_inputs = signature.structured_input_signature
     tf_outputs = signature.structured_outputs
-    model_shapes = onnx_shapes(onnx_file)
+    model_shapes = onnx_shapes(Path(source) / "model.onnx")
     output_names = sorted(tf_outputs, key=lambda name: int(name.rsplit("_", 1)[-1]))
     layout = describe_layout(
         model_shapes,

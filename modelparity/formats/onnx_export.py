@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modelparity.custom_ops import export_mappings
 from modelparity.formats.base import ONNX, ONNXSCRIPT, TORCH, Format
 from modelparity.models import ModelArtifact
 
@@ -45,6 +46,7 @@ def export(source: str, out: str, params: Mapping[str, Any], model: str) -> dict
         kwargs["external_data"] = False
     else:
         kwargs["dynamic_axes"] = axes
+    kwargs.update(export_mappings(artifact.custom_ops(), dynamo, params.get("opset")))
     # No torch.no_grad(): users export without it, and under it nn.TransformerEncoder takes a fused
     # fast path (aten::_transformer_encoder_layer_fwd) the legacy exporter cannot export.
     with warnings.catch_warnings():
@@ -92,17 +94,18 @@ BUILD = "modelparity.formats.onnx_export:export"
 def legacy_export(opset: int) -> Format:
     """The TorchScript-based exporter at `opset` (other formats may need a particular one)."""
     return Format(f"onnx-legacy-op{opset}", build=BUILD, requires=REQUIRES,
-                  params={"exporter": "legacy", "opset": opset}, produces="onnx",
+                  params={"exporter": "legacy", "opset": opset}, produces="onnx", custom_ops=True,
                   description=f"TorchScript-based exporter (dynamo=False), opset {opset}")
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
     nodes = [Format("onnx-dynamo", build=BUILD, params={"exporter": "dynamo", "opset": None},
-                    requires=REQUIRES, produces="onnx",
+                    requires=REQUIRES, produces="onnx", custom_ops=True,
                     description="torch.onnx.export default (dynamo=True, default opset)")]
     for opset in options["opsets"]:
         nodes.append(legacy_export(opset))
         nodes.append(Format(f"onnx-dynamo-req{opset}", build=BUILD, requires=REQUIRES,
                             params={"exporter": "dynamo", "opset": opset}, produces="onnx",
+                            custom_ops=True,
                             description=f"dynamo exporter asked for opset {opset}"))
     return nodes

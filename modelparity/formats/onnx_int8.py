@@ -25,8 +25,10 @@ def quantize_dynamic(source: str, out: str, params: Mapping[str, Any], model: st
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as quantize
 
+    # DefaultTensorType: ONNX shape inference stops at a custom-domain node (a custom operator), and
+    # the quantizer then cannot type the weights after it; they are float32, as ORT's error advises.
     quantize(str(Path(source) / "model.onnx"), str(Path(out) / "model.onnx"),
-             weight_type=QuantType.QUInt8)
+             weight_type=QuantType.QUInt8, extra_options={"DefaultTensorType": 1})  # onnx FLOAT
     return {"file": "model.onnx", "mode": "dynamic", "weight_type": "QUInt8",
             **_quantized_ops(Path(out) / "model.onnx")}
 

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.custom_ops import onnxruntime_libraries
 from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
+from modelparity.models import ModelArtifact
 
 LEVELS = ("disabled", "basic", "extended", "all")
 GPU_PROVIDERS = {
@@ -43,6 +45,9 @@ class OnnxRuntimeRunner:
         for key, value in params.get("session_config", {}).items():
             options.add_session_config_entry(key, value)
         options.log_severity_level = 3
+        if context.model is not None:
+            for library in onnxruntime_libraries(ModelArtifact(context.model).custom_ops()):
+                options.register_custom_ops_library(library)
         providers = list(params.get("providers", ["CPUExecutionProvider"]))
         self._session = ort.InferenceSession(str(context.artifact / "model.onnx"), options,
                                              providers=providers)
@@ -99,14 +104,14 @@ def provider_offered(provider: str) -> Callable[[Mapping[str, Any]], str | None]
 
 def _ort(parent: str, name: str = "ort", precision: str = "fp32", **params: Any) -> Format:
     return Format(name, parent=parent, load=OnnxRuntimeRunner, params=params, precision=precision,
-                  requires=(ONNXRUNTIME,), description=f"ONNX Runtime CPU {params}")
+                  requires=(ONNXRUNTIME,), custom_ops=True, description=f"ONNX Runtime CPU {params}")
 
 
 def _gpu(parent: str, name: str) -> Format:
     providers = GPU_PROVIDERS[name]
     return Format(f"ort-{name}", parent=parent, load=OnnxRuntimeRunner,
                   params={"level": "all", "providers": list(providers)}, requires=(ONNXRUNTIME,),
-                  applies=provider_offered(providers[0]), device="cuda",
+                  applies=provider_offered(providers[0]), device="cuda", custom_ops=True,
                   description=f"ONNX Runtime on {providers[0]}")
 
 

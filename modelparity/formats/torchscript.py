@@ -41,6 +41,8 @@ class TorchScriptRunner:
     kind = "torch.jit"
 
     def _load(self, context: LoadContext) -> Any:
+        if context.model is not None:
+            ModelArtifact(context.model).custom_ops()  # registers the torch operators it calls
         return self._torch.jit.load(str(context.artifact / "model.ts")).eval()
 
     def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:
@@ -82,8 +84,8 @@ def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
-    return [Format("eager", load=EagerRunner, requires=(TORCH,),
+    return [Format("eager", load=EagerRunner, requires=(TORCH,), custom_ops=True,
                    description="torch eager: the model's module as saved in the root artifact"),
             Format("torchscript", build="modelparity.formats.torchscript:trace",
-                   load=TorchScriptRunner, requires=(TORCH,), produces="torchscript",
+                   load=TorchScriptRunner, requires=(TORCH,), produces="torchscript", custom_ops=True,
                    description="torch.jit.trace, saved and reloaded")]

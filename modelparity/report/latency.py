@@ -31,7 +31,9 @@ def write_latency_html(benchmark_json: Mapping[str, Any], path: Path) -> None:
 
 
 def render(benchmark_json: Mapping[str, Any]) -> str:
-    rows = [_row(b) for b in benchmark_json.get("benchmarks", [])]
+    benchmarks = benchmark_json.get("benchmarks", [])
+    loads = [b["extra_info"] for b in benchmarks if "load" in b.get("extra_info", {})]
+    rows = [_row(b) for b in benchmarks if "load" not in b.get("extra_info", {})]
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_model[row["model"]].append(row)
@@ -45,7 +47,9 @@ def render(benchmark_json: Mapping[str, Any]) -> str:
             parts += [f"<h3>batch {batch}: median latency, whiskers to p90 and p99</h3>",
                       _bars_svg(at_batch), _table(at_batch)]
         parts.append(_throughput(group))
-    if not rows:
+    if loads:
+        parts.append(_load_table(loads))
+    if not rows and not loads:
         parts.append("<p>No benchmarks were run (use --benchmark-only, not --benchmark-disable).</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -137,6 +141,22 @@ def _table(rows: Sequence[Mapping[str, Any]]) -> str:
         body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
     return ("<table class='meta'><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
             + "".join(body) + "</table>")
+
+
+def _load_table(loads: Sequence[Mapping[str, Any]]) -> str:
+    """The HTTP services under concurrent load (fixtures/load.py): one row per model and format."""
+    head = ("model", "format", "clients", "seconds", "requests", "failed", "requests/s", "p50 ms",
+            "p90 ms", "p99 ms", "max ms", "statuses")
+    body = []
+    for extra in sorted(loads, key=lambda e: (e["model"], e["format"])):
+        load = extra["load"]
+        cells = (extra["model"], extra["format"], load["clients"], load["seconds"], load["requests"],
+                 load["failed"], load["throughput_rps"], load["p50_ms"], load["p90_ms"], load["p99_ms"],
+                 load["max_ms"], ", ".join(f"{k}: {v}" for k, v in load["statuses"].items()))
+        body.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+    return ("<h2>HTTP services under load (concurrent clients posting batch-1 .npz to /v1/infer)</h2>"
+            "<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(body)
+            + "</table>")
 
 
 def _throughput(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -6,4 +6,5 @@ BUILTIN_MODELS: dict[str, str] = {
     "digits_cnn": "modelparity.zoo.digits:digits_cnn",
     "tiny_transformer": "modelparity.zoo.transformer:tiny_transformer",
     "pad_to_even": "modelparity.zoo.branching:pad_to_even",
+    "scaled_silu_cnn": "modelparity.zoo.custom_op:scaled_silu_cnn",
 }

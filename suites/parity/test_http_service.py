@@ -1,5 +1,6 @@
 """The HTTP formats' own checks: real images through POST /predict against torch eager and the direct
-runner, and malformed requests that must each answer a 4xx (README, "The HTTP service")."""
+runner, malformed requests that must each answer a 4xx, and a schemathesis run over the service's
+OpenAPI schema that must find no 5xx (README, "The HTTP service")."""
 
 import pytest
 

@@ -77,6 +77,17 @@ def fix_input_shapes(source, out, params, model):
     return {"fixed": {k: list(v) for k, v in shapes.items()}}
 
 
+def rewrite_parent(source, out, params, model):
+    """A converter that saves its input back in place (onnx2tf does: shape inference through
+    onnx-graphsurgeon), then writes its own output."""
+    import onnx
+
+    proto = onnx.load(str(Path(source) / "model.onnx"))
+    onnx.save(proto, str(Path(source) / "model.onnx"))
+    onnx.save(proto, str(Path(out) / "model.onnx"))
+    return {}
+
+
 def segfault(source, out, params, model):
     ctypes.string_at(0)
 
@@ -149,6 +160,10 @@ def formats(graph, options):
     service = HERE.with_name("broken_service.py")
     http = [http_format(graph, "onnx-dynamo-ort", options, "http-bgr",
                         preprocess=f"{service}:preprocess_bgr"),
+            http_format(graph, "onnx-dynamo-ort", options, "http-rgbonly",
+                        preprocess=f"{service}:preprocess_assuming_rgb"),
+            http_format(graph, "onnx-dynamo-ort", options, "http-busy",
+                        app=f"{service}:create_app_busy_under_load"),
             http_format(graph, "onnx-dynamo-ort", options, "http-unchecked",
                         app=f"{service}:create_app_without_checks")]
     ort = dict(load=OnnxRuntimeRunner, requires=(ONNXRUNTIME,), params={"level": "all"})
@@ -163,6 +178,8 @@ def formats(graph, options):
         Format("ort", parent="onnx-dynamo-fixed", **ort),
         Format("ort-declared-static", parent="onnx-dynamo-fixed", fixed_shapes="input shapes fixed "
                "at the export's by design", **ort),
+        Format("parent-rewriting", parent="onnx-dynamo", build=f"{HERE}:rewrite_parent", produces="onnx"),
+        Format("ort", parent="onnx-dynamo-parent-rewriting", **ort),
         Format("segfaulting", parent="onnx-dynamo", build=f"{HERE}:segfault", produces="onnx"),
         Format("ort", parent="onnx-dynamo-segfaulting", **ort),
         Format("hanging", parent="onnx-dynamo", build=f"{HERE}:hang", produces="onnx"),
