@@ -1,6 +1,6 @@
 """modelparity's pytest wiring; the engine (modelparity/) never imports pytest."""
 
 pytest_plugins = [
-    "fixtures.config", "fixtures.parity", "fixtures.reporting", "fixtures.dynamic", "fixtures.latency",
-    "fixtures.load", "fixtures.precision", "fixtures.opset", "fixtures.http",
+    "fixtures.config", "fixtures.parity", "fixtures.batch", "fixtures.reporting", "fixtures.dynamic",
+    "fixtures.latency", "fixtures.load", "fixtures.precision", "fixtures.opset", "fixtures.http",
 ]

@@ -2,8 +2,10 @@
 
 The pass rule, used everywhere: an element passes when |out - ref| <= atol + rtol * |ref|
 (numpy's allclose rule, the reference is always torch eager FP32); an output passes when every element
-does, no NaN/Inf differs from the reference, and, where the profile sets `min_top1`, the share of rows
-whose top-1 class agrees is at least that.
+does (or, where a layer sets `max_mismatch`, all but that share of them: a quantised format whose
+rare rounding flips are accepted, by name and with a reason), no NaN/Inf differs from the
+reference, and, where the profile sets `min_top1`, the share of rows whose top-1 class agrees is at
+least that.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ class Tolerance:
     atol: float
     rtol: float
     min_top1: float | None = None
+    max_mismatch: float = 0.0
     layers: tuple[str, ...] = field(default_factory=tuple)
 
     def describe(self) -> str:
         top1 = f", top-1 >= {self.min_top1:.0%}" if self.min_top1 is not None else ""
-        return f"{self.profile}: atol={self.atol:g}, rtol={self.rtol:g}{top1}"
+        share = f", up to {self.max_mismatch:.2%} of elements outside" if self.max_mismatch else ""
+        return f"{self.profile}: atol={self.atol:g}, rtol={self.rtol:g}{top1}{share}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "atol": self.atol, "rtol": self.rtol,
-                "min_top1": self.min_top1, "layers": list(self.layers)}
+                "min_top1": self.min_top1, "max_mismatch": self.max_mismatch,
+                "layers": list(self.layers)}
 
 
 # Why these numbers (measured on the zoo, 2026-11-25): fp32 formats differ from eager only by
@@ -50,7 +55,7 @@ PROFILES: dict[str, Tolerance] = {
     "int8": Tolerance("int8", atol=1.0, rtol=0.2, min_top1=0.9, layers=("profile int8",)),
 }
 
-_FIELDS = {"atol", "rtol", "min_top1"}
+_FIELDS = {"atol", "rtol", "min_top1", "max_mismatch"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ def parse_overrides(entries: Iterable[Mapping[str, Any]], source: str) -> list[T
         values = {k: float(entry[k]) for k in _FIELDS if k in entry}
         if not values:
             raise ToleranceConfigError(f"{where}: set at least one of {sorted(_FIELDS)}")
+        if not 0.0 <= values.get("max_mismatch", 0.0) < 1.0:
+            raise ToleranceConfigError(f"{where}: max_mismatch is a share of elements, 0 <= it < 1 "
+                                       f"(0.001 for one in a thousand), got {values['max_mismatch']}")
         overrides.append(ToleranceOverride(str(entry["match"]), values, str(entry["reason"]), source))
     return overrides
 

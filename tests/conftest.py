@@ -36,6 +36,12 @@ def run_parity(pytester, shared_store, tmp_path):
 
 
 @pytest.fixture
+def run_batch(pytester, shared_store, tmp_path):
+    """Run `pytest suites/batch` in a child process with a private report directory."""
+    return _suite_runner("batch", pytester, shared_store, tmp_path)
+
+
+@pytest.fixture
 def run_dynamic(pytester, shared_store, tmp_path):
     """Run `pytest suites/dynamic` in a child process with a private report directory."""
     return _suite_runner("dynamic", pytester, shared_store, tmp_path)

@@ -125,3 +125,34 @@ def test_output_that_ignores_the_input_is_uninformative():
 
 def test_informative_reference_has_no_reasons():
     assert uninformative_reasons({"y": _logits()}, lambda _: FP32, ("y",)) == []
+
+
+def test_signal_to_noise_ratio_in_decibels():
+    ref = _logits(shape=(64, 10)).astype(np.float64)
+    noise = np.random.default_rng(3).standard_normal(ref.shape)
+    scale = np.sqrt(np.sum(ref ** 2) / np.sum(noise ** 2)) / 100  # noise power 1e-4 of the signal
+    stats = _compare(ref, ref + noise * scale, tol=Tolerance("loose", atol=1.0, rtol=0.0)).outputs[0]
+    assert stats.snr_db == pytest.approx(40.0, abs=1e-6)
+    assert "SNR 40.0 dB" in _compare(ref, ref + noise * scale).message()
+    exact = _compare(ref, ref.copy())
+    assert exact.outputs[0].snr_db is None and "SNR exact" in exact.message()
+
+
+def test_an_allowed_share_of_mismatched_elements_passes_and_one_more_fails():
+    ref = _logits(shape=(100, 10))
+    out = ref.copy()
+    out.flat[[3, 500]] += 0.5  # 2 of 1000 elements
+    assert not _compare(ref, out).passed
+    two_per_mille = Tolerance("fp32", atol=1e-4, rtol=1e-3, max_mismatch=0.002)
+    result = _compare(ref, out, tol=two_per_mille)
+    assert result.passed and result.outputs[0].out_of_tolerance == 2
+    assert "up to 0.20% of elements outside" in result.message()
+    out.flat[900] += 0.5
+    assert not _compare(ref, out, tol=two_per_mille).passed
+
+
+def test_an_allowed_share_never_excuses_nan():
+    ref = _logits(shape=(100, 10))
+    out = ref.copy()
+    out.flat[7] = np.nan
+    assert not _compare(ref, out, tol=Tolerance("fp32", atol=1e-4, rtol=1e-3, max_mismatch=0.5)).passed

@@ -65,13 +65,15 @@ def test_an_off_by_one_kernel_fails_parity_where_it_runs(run_parity):
 
 @pytest.mark.slow
 def test_converters_without_the_operator_are_reported_unsupported_with_their_error(run_parity):
-    result = run_parity("--models", "scaled_silu_cnn", "--formats",
-                        "ov-irfp32-cpu,onnx-dynamo-ov-irfp32-cpu,torchscript-libtorch-cpp")
-    result.assert_outcomes(xfailed=6)
+    # (LibTorch C++ says "Unknown builtin op: modelparity_zoo::scaled_silu"; suites/parity shows it,
+    # here the C++ build would double this test's time)
+    result = run_parity("--models", "scaled_silu_cnn", "--formats", "ov-irfp32-cpu,onnx-dynamo-ov-irfp32-cpu")
+    result.assert_outcomes(xfailed=4)
     out = result.stdout.str()
-    assert "No conversion rule found for operations: modelparity_zoo.scaled_silu.default" in out
+    assert ("unsupported: ov-irfp32-cpu cannot carry the custom operator modelparity_zoo::scaled_silu "
+            "(ONNX ai.onnx.contrib::ScaledSilu); its error: -- No conversion rule found for operations: "
+            "modelparity_zoo.scaled_silu.default") in out
     assert "No conversion rule found for operations: ai.onnx.contrib.ScaledSilu" in out
-    assert "Unknown builtin op: modelparity_zoo::scaled_silu" in out
     report = json.loads((result.reports / "parity.json").read_text())
     assert {c["status"] for c in report["checks"]} == {"xfailed"}
 

@@ -32,6 +32,7 @@ def test_profile_match_by_name():
     ({"atol": 1.0, "reason": "r"}, "missing 'match'"),
     ({"match": "*", "reason": "r"}, "set at least one of"),
     ({"match": "*", "atl": 1.0, "reason": "r"}, "unknown keys ['atl']"),
+    ({"match": "*", "max_mismatch": 5, "reason": "r"}, "max_mismatch is a share of elements"),
 ])
 def test_malformed_overrides_are_rejected_with_the_source(entry, message):
     with pytest.raises(ToleranceConfigError, match="pyproject.toml, tolerance entry 1") as error:

@@ -146,10 +146,11 @@ def _detail(check: Mapping[str, Any]) -> str:
     for output in check.get("comparison", {}).get("outputs", []):
         tol = output["tolerance"]
         stats = {k: output.get(k) for k in ("max_abs", "max_abs_index", "max_rel", "mean_abs",
-                                            "p99_abs", "cosine", "out_of_tolerance", "elements",
+                                            "p99_abs", "cosine", "snr_db", "out_of_tolerance", "elements",
                                             "required_atol", "top1_agreement", "top5_agreement")}
+        share = f", up to {tol['max_mismatch']:.2%} outside" if tol.get("max_mismatch") else ""
         lines.append(f"<p>output <b>{escape(output['name'])}</b>: tolerance atol {tol['atol']:g}, "
-                     f"rtol {tol['rtol']:g} ({escape('; '.join(tol['layers']))})</p><table>"
+                     f"rtol {tol['rtol']:g}{share} ({escape('; '.join(tol['layers']))})</p><table>"
                      + "".join(f"<tr><th>{k}</th><td>{escape(_fmt(v))}</td></tr>" for k, v in stats.items())
                      + "</table>")
     if isinstance(check.get("divergence"), Mapping):

@@ -35,6 +35,26 @@ def build_fp16_overflow() -> ModelSpec:
     return spec
 
 
+class LeaksAcrossTheBatchWhenExported(Tiny):
+    """Per-sample in torch eager; in an exported graph (torch.onnx.is_in_onnx_export) its features
+    are centred on the batch's mean: each sample's answer then depends on the others in its batch,
+    the bug of a normalisation that reads batch statistics at inference."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(image)).mean((2, 3))
+        if torch.onnx.is_in_onnx_export():
+            features = features - features.mean(0, keepdim=True) + features.mean()
+        return self.head(features)
+
+
+def build_batch_leak() -> ModelSpec:
+    spec = build(name="tiny_batch_leak")
+    leaking = LeaksAcrossTheBatchWhenExported().eval()
+    leaking.load_state_dict(spec.module.state_dict())
+    spec.module = leaking
+    return spec
+
+
 SIDE = 16
 
 
