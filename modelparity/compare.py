@@ -13,6 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.noise_floor import NoiseFloor
+from modelparity.noise_floor import ratio as noise_ratio
+from modelparity.noise_floor import ratio_text as noise_ratio_text
 from modelparity.tolerance import Tolerance
 
 
@@ -46,6 +49,9 @@ class OutputComparison:
     top1_agreement: float | None = None
     top5_agreement: float | None = None
     abs_error_histogram: list[int] = field(default_factory=list)
+    noise_floor: float | None = None  # the reference's own noise (modelparity.noise_floor)
+    noise_ratio: float | None = None  # max_abs / noise_floor
+    noise_text: str = ""
 
     @property
     def passed(self) -> bool:
@@ -88,8 +94,9 @@ class Comparison:
                 f"({out.tolerance.describe()}); max abs {out.max_abs:.3g} at {out.max_abs_index} "
                 f"(ref {out.ref_at_max_abs:.6g}, got {out.out_at_max_abs:.6g}); max rel "
                 f"{out.max_rel:.3g} at {out.max_rel_index}; mean abs {out.mean_abs:.3g}; cosine "
-                f"{out.cosine:.6f}; SNR {_snr_text(out.snr_db)}{_topk_text(out)}; would pass with "
-                f"atol>={out.required_atol:.3g}")
+                f"{out.cosine:.6f}; SNR {_snr_text(out.snr_db)}{_topk_text(out)}"
+                + (f"; {out.noise_text}" if out.noise_text else "")
+                + f"; would pass with atol>={out.required_atol:.3g}")
             lines += [f"    {p}" for p in out.problems if not p.startswith("elements")]
         return "\n".join(lines)
 
@@ -109,8 +116,10 @@ def _topk_text(out: OutputComparison) -> str:
 
 def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
             tolerance_for: Callable[[str], Tolerance], label: str,
-            classifier_outputs: Sequence[str] = ()) -> Comparison:
-    """Compare `actual` against `reference`, output by output."""
+            classifier_outputs: Sequence[str] = (),
+            noise_floors: Mapping[str, NoiseFloor] | None = None) -> Comparison:
+    """Compare `actual` against `reference`, output by output; with `noise_floors`, each output's
+    error is also given as a multiple of the reference's own noise."""
     structural = []
     missing = [n for n in reference if n not in actual]
     extra = [n for n in actual if n not in reference]
@@ -121,6 +130,12 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
     outputs = [_compare_output(name, np.asarray(reference[name]), np.asarray(actual[name]),
                                tolerance_for(name), name in classifier_outputs)
                for name in reference if name in actual]
+    for output in outputs if noise_floors is not None else ():
+        floor = noise_floors.get(output.name)
+        if output.elements and floor is not None:
+            output.noise_floor = floor.value
+            output.noise_ratio = noise_ratio(output.max_abs, floor)
+            output.noise_text = noise_ratio_text(output.max_abs, floor)
     return Comparison(label, structural, outputs)
 
 

@@ -4,6 +4,7 @@ and reference outputs. It knows nothing of pytest."""
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from modelparity.formats.base import LoadContext, Runner
 from modelparity.isolate import IsolatedError, run_isolated
 from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
+from modelparity.noise_floor import FloorFile, NoiseFloor, float64_copy
+from modelparity.noise_floor import measure as measure_floors
 from modelparity.references import import_module_of
 from modelparity.runner_worker import IsolatedRunner
 from modelparity.spec import ModelSpec, SpecError
@@ -31,6 +34,14 @@ class LoadedModel:
     identity: dict[str, Any]
     artifact: Artifact
     _references: dict[tuple[Any, ...], dict[str, np.ndarray]] = field(default_factory=dict)
+    _floors: dict[tuple[Any, ...], dict[str, NoiseFloor]] = field(default_factory=dict)
+    _float64: Any = None
+
+    def float64_module(self) -> Any:
+        """A float64 copy of the module, made once (raises what .double() raises)."""
+        if self._float64 is None:
+            self._float64 = float64_copy(self.spec.module)
+        return self._float64
 
 
 @dataclass
@@ -77,6 +88,34 @@ class Harness:
         self.build_timeout = build_timeout
         self._models: dict[str, LoadedModel] = {}
         self._runners: dict[tuple[str, str, bool], tuple[Runner, float]] = {}
+        self.floor_file: FloorFile | None = None  # committed noise floors (not while calibrating)
+        self.inputs_dir: Path | None = None  # where each check's inputs are saved for a repro
+
+    def noise_floors(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], key: tuple[Any, ...]
+                     ) -> dict[str, NoiseFloor]:
+        """The reference's own noise per output on `inputs` (modelparity.noise_floor): from the
+        committed floor file when it has this model, batch and weights; measured otherwise."""
+        if key not in model._floors:
+            batch = key[0]
+            found = (self.floor_file.lookup(model.spec.name, model.identity, batch)
+                     if self.floor_file is not None else None)
+            if found is None:
+                found = measure_floors(model.spec.module, inputs, self.reference_outputs(model, inputs, key),
+                                       model.spec.output_names, model.float64_module)
+            model._floors[key] = found
+        return model._floors[key]
+
+    def save_inputs(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], label: str) -> Path | None:
+        """Write a check's inputs as .npz under inputs_dir (once per content), for the repro command."""
+        if self.inputs_dir is None:
+            return None
+        path = self.inputs_dir / f"{model.spec.name}-{label}-{content_digest(inputs)[:10]}.npz"
+        if not path.is_file():
+            self.inputs_dir.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(partial, **inputs)
+            partial.replace(path)
+        return path
 
     def model(self, reference: str) -> LoadedModel:
         if reference not in self._models:

@@ -9,15 +9,20 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from modelparity.compare import Comparison, compare, uninformative_reasons
 from modelparity.diverge import Divergence, locate
+from modelparity.execution import mismatches, torch_facts
+from modelparity.execution import summary as execution_summary
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.machine import machine_info
+from modelparity.noise_floor import NOISE_FACTOR, NoiseFloor, below_floor
+from modelparity.noise_floor import apply as apply_floor
+from modelparity.repro import command
 from modelparity.store import StoredBuildError
 from modelparity.tolerance import Tolerance, ToleranceOverride, parse_overrides, resolve
 
@@ -33,6 +38,7 @@ class Outcome:
     skip_kind: str | None = None
     warnings: list[str] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict)
+    tolerance_notes: list[str] = field(default_factory=list)  # tolerances raised to the noise floor
 
 
 def tolerance_layers(model: LoadedModel, config_overrides: Sequence[ToleranceOverride]
@@ -52,6 +58,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         "chain": [{"id": n.id, "params": dict(n.params), "description": n.description}
                   for n in harness.graph.chain(format_id)],
         "precision_profile": node.precision, "builtin_model": spec.builtin,
+        "model_identity": {k: model.identity[k] for k in ("weights", "code")},
     }
     stop = unavailable(harness, model, format_id, batch, strict_backends)
     if stop is not None:
@@ -70,7 +77,15 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     sizes = {spec.batch_axis: batch} if spec.batch_axis else {}
     inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
     record["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
+    saved = harness.save_inputs(model, inputs, f"b{batch}")
+    repro = ""
+    if saved:
+        record["inputs_file"] = str(saved)
+        record["repro"] = command(model.reference, format_id, saved, harness.store.root,
+                                  harness.graph.recipe)
+        repro = f"\nreproduce on the saved inputs: {record['repro']}"
     reference = harness.reference_outputs(model, inputs, (batch,))
+    record["reference_facts"] = torch_facts("cpu")
     try:
         runner, load_seconds = harness.runner(model, format_id, artifact)
         started = time.perf_counter()
@@ -83,18 +98,31 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
                        f"{type(error).__name__}: {error}", record=record)
     record["load_seconds"] = round(load_seconds, 3)
     record["facts"] = runner.facts
+    ran_otherwise = mismatches(format_id, node.device, node.precision, runner.facts)
+    if record["reference_facts"]["compute_precision"] != "f32":
+        ran_otherwise.append(f"the reference itself (torch eager) computes float32 work in "
+                             f"{record['reference_facts']['compute_precision']} "
+                             f"({record['reference_facts']['compute_precision_source']}): call "
+                             "torch.set_float32_matmul_precision('highest') before the checks")
+    record["execution"] = {"declared": {"device": node.device, "precision": node.precision},
+                           "ran": execution_summary(runner.facts), "mismatches": ran_otherwise}
 
-    layers = tolerance_layers(model, overrides)
-
-    def tolerance_for(output: str) -> Tolerance:
-        return resolve(node.precision, spec.name, format_id, output, layers)
-
-    comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",
-                         spec.classifier_outputs)
+    comparison = compare_with_reference(harness, model, format_id, inputs, (batch,), actual, overrides)
     record["comparison"] = comparison.to_dict()
+    record["noise_floor"] = {name: floor.to_dict()
+                             for name, floor in harness.noise_floors(model, inputs, (batch,)).items()}
+    record["noise_factor"] = NOISE_FACTOR
     if math.isfinite(comparison.worst_abs):
         record["worst_abs"] = comparison.worst_abs
-    problems = _informative_problems(harness, model, tolerance_for, batch, reference)
+    ratios = [o.noise_ratio for o in comparison.outputs if o.noise_ratio is not None]
+    if ratios:
+        record["noise_ratio"] = max(ratios)
+    below = [f"output {o.name!r}: {o.tolerance.layers[-1]}" for o in comparison.outputs
+             if below_floor(o.tolerance)]
+    record["below_noise_floor"] = below
+    floors = harness.noise_floors(model, inputs, (batch,))
+    problems = _informative_problems(harness, model, effective_tolerance(
+        harness, model, format_id, overrides, floors), batch, reference)
     record["uninformative"] = problems
     if not comparison.passed:
         located = diverging_node(harness, model, format_id, inputs, comparison)
@@ -102,11 +130,41 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         message = comparison.message()
         if not isinstance(located, str):
             message += "\n" + located.describe()
-        return Outcome("failed", message, record=record)
+        message += "".join(f"\nalso, what ran differs from the declaration: {p}" for p in ran_otherwise)
+        return Outcome("failed", message + repro, record=record)
+    if ran_otherwise:
+        return Outcome("failed", "what ran is not what the format declares, so its numbers are not "
+                       "this format's:\n" + "\n".join(f"  {p}" for p in ran_otherwise)
+                       + "\n" + comparison.message() + repro, record=record)
     if problems and spec.builtin:
         return Outcome("failed", "\n".join(problems) + "\n(a built-in model must be informative)",
                        record=record)
-    return Outcome("passed", comparison.message(), warnings=problems, record=record)
+    return Outcome("passed", comparison.message(), warnings=problems, record=record,
+                   tolerance_notes=[f"{format_id} {b}" for b in below])
+
+
+def compare_with_reference(harness: Harness, model: LoadedModel, format_id: str,
+                           inputs: dict[str, Any], key: tuple[Any, ...], actual: dict[str, Any],
+                           overrides: Sequence[ToleranceOverride]) -> Comparison:
+    """`actual` against torch eager on `inputs`, each output under its layered tolerance raised to
+    the noise floor where the layers ask for less (modelparity.noise_floor), with error/noise ratios."""
+    floors = harness.noise_floors(model, inputs, key)
+    return compare(harness.reference_outputs(model, inputs, key), actual,
+                   effective_tolerance(harness, model, format_id, overrides, floors),
+                   f"{format_id} vs torch", model.spec.classifier_outputs, floors)
+
+
+def effective_tolerance(harness: Harness, model: LoadedModel, format_id: str,
+                        overrides: Sequence[ToleranceOverride], floors: Mapping[str, NoiseFloor]
+                        ) -> Callable[[str], Tolerance]:
+    """Output name -> the format's profile, layered, raised to the output's noise floor."""
+    precision = harness.graph.nodes[format_id].precision
+    layers = tolerance_layers(model, overrides)
+
+    def tolerance_for(output: str) -> Tolerance:
+        return apply_floor(resolve(precision, model.spec.name, format_id, output, layers),
+                           floors.get(output))
+    return tolerance_for
 
 
 def diverging_node(harness: Harness, model: LoadedModel, format_id: str, inputs: dict[str, Any],
@@ -154,9 +212,11 @@ def _record_build(record: dict[str, Any], build: BuildRecord, artifact: Path) ->
         record["opset"] = {"requested": exports[0]["opset_requested"], "actual": exports[0]["opset"]}
 
 
-def _informative_problems(harness: Harness, model: LoadedModel, tolerance_for: Any, batch: int,
+def _informative_problems(harness: Harness, model: LoadedModel,
+                          tolerance_for: Callable[[str], Tolerance], batch: int,
                           reference: dict[str, Any]) -> list[str]:
-    """Judge informativeness on several inputs: the batch itself, or a batch of 4 for batch 1."""
+    """Judge informativeness on several inputs (the batch itself, or a batch of 4 for batch 1), under
+    the tolerance the comparison used."""
     spec = model.spec
     if batch == 1 and spec.batch_axis is not None:
         probe_batch = min(4, spec.axis_ranges[spec.batch_axis].max)

@@ -54,6 +54,10 @@ class ModelSpec:
     named by `batch_axis` is the one parity varies (batch 1 and a batch > 1).
     `make_inputs(sizes, rng)` draws inputs for given axis sizes; without it, inputs are drawn like the
     example inputs (same dtype, mean and spread for floats, same value range for integers).
+    `samples()` returns a small set of real inputs instead (samples along the batch axis, e.g. a few
+    photos resized, sentences as token ids): a check takes seeded rows of them (with repetition when it
+    needs more rows than there are); at sizes of other axes the samples do not have, inputs are
+    drawn like the samples. `make_inputs` comes first when a spec gives both.
     `classifier_outputs` names outputs whose last axis holds class scores (top-k agreement).
     `tolerances` overrides tolerance profiles for this model: {format glob or profile name: {...}}.
     `calibration()` returns the inputs INT8 quantisers calibrate on (samples along the batch axis): data
@@ -77,6 +81,7 @@ class ModelSpec:
     batch_axis: str | None = "batch"
     classifier_outputs: tuple[str, ...] = ()
     make_inputs: InputGenerator | None = None
+    samples: Callable[[], dict[str, np.ndarray]] | None = None
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)
     calibration: Callable[[], dict[str, np.ndarray]] | None = None
     preprocess: Callable[[Any], dict[str, np.ndarray]] | None = None
@@ -84,6 +89,7 @@ class ModelSpec:
     custom_ops: tuple[Any, ...] = ()
     builtin: bool = False
     description: str = ""
+    _pool: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def input_names(self) -> list[str]:
@@ -128,8 +134,39 @@ class ModelSpec:
         full = {**self.example_sizes(), **sizes}
         if self.make_inputs is not None:
             return {k: np.ascontiguousarray(v) for k, v in self.make_inputs(full, rng).items()}
+        like = self.example_inputs
+        if self.samples is not None:
+            like = self._sample_pool()
+            if self.batch_axis and all(full[a] == n for a, n in self._sizes_of(like).items()
+                                       if a != self.batch_axis):
+                count = next(iter(like.values())).shape[self.batch_dim(self.input_names[0]) or 0]
+                wanted = full.get(self.batch_axis, count)
+                picked = rng.choice(count, size=wanted, replace=wanted > count)
+                return self.rows(like, picked)
         return {name: _draw_like(example, self._shape_for(name, full), rng)
-                for name, example in self.example_inputs.items()}
+                for name, example in like.items()}
+
+    def _sizes_of(self, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        return {axis: int(inputs[tensor].shape[dim]) for tensor, dims in self.dynamic_axes.items()
+                if tensor in inputs for dim, axis in dims.items()}
+
+    def _sample_pool(self) -> dict[str, np.ndarray]:
+        """samples(), once, checked against the example inputs (names, dtypes, ranks)."""
+        if self._pool is None:
+            assert self.samples is not None
+            pool = {k: np.ascontiguousarray(v) for k, v in self.samples().items()}
+            where = f"model {self.name!r}: samples()"
+            if list(pool) != self.input_names:
+                raise SpecError(f"{where} returned inputs {list(pool)}, expected {self.input_names}")
+            for name, value in pool.items():
+                example = self.example_inputs[name]
+                if value.dtype != example.dtype or value.ndim != example.ndim:
+                    raise SpecError(f"{where}: {name!r} is {value.dtype} of rank {value.ndim}; the "
+                                    f"example is {example.dtype} of rank {example.ndim}")
+                if self.batch_axis and self.batch_dim(name) is None:
+                    raise SpecError(f"{where}: input {name!r} has no batch axis to take samples along")
+            self._pool = pool
+        return self._pool
 
     def _shape_for(self, name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
         shape = list(self.example_inputs[name].shape)

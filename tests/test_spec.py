@@ -78,3 +78,18 @@ def test_the_root_artifact_records_the_interface_a_service_needs(tmp_path):
     assert interface.name == "tiny_images" and interface.classifier_outputs == ("logits",)
     assert interface.preprocess.__qualname__ == "preprocess_image" and interface.module is None
     assert interface.axis_ranges["batch"].max == 8 and interface.dynamic_axes["image"] == {0: "batch"}
+
+
+def test_real_samples_are_taken_as_seeded_rows_and_checked_against_the_example():
+    from tests.models import tiny_model
+
+    pool = np.random.default_rng(3).uniform(0, 1, size=(3, 3, 16, 16)).astype(np.float32)
+    spec = tiny_model.build(samples=lambda: {"image": pool})
+    four = spec.inputs_for({"batch": 4}, seed=7)["image"]
+    assert four.shape == (4, 3, 16, 16) and all(any(np.array_equal(row, s) for s in pool) for row in four)
+    assert np.array_equal(four, spec.inputs_for({"batch": 4}, seed=7)["image"])
+    two = spec.inputs_for({"batch": 2}, seed=8)["image"]
+    assert all(any(np.array_equal(row, s) for s in pool) for row in two)
+    wrong = tiny_model.build(samples=lambda: {"image": pool.astype(np.float64)})
+    with pytest.raises(SpecError, match="'image' is float64 of rank 4; the example is float32"):
+        wrong.inputs_for({"batch": 1}, seed=0)

@@ -67,7 +67,10 @@ class SavedModelRunner:
         self._signature = tf.saved_model.load(str(context.artifact)).signatures[SIGNATURE]
         self.facts = {"runtime": f"tensorflow {tf.__version__}", "signature": SIGNATURE,
                       "provider": "CPU", "threads": "runtime default",
-                      "layout": self._layout.summary()}
+                      "layout": self._layout.summary(),
+                      "devices": sorted({d.device_type for d in tf.config.list_logical_devices()
+                                         if d.device_type in ("CPU", "GPU")}),
+                      "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled()}
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return self._layout.declared_shapes()

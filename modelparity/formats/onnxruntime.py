@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.custom_ops import onnxruntime_libraries
+from modelparity.execution import SHAPE_OPS
 from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 from modelparity.models import ModelArtifact
@@ -45,6 +46,7 @@ class OnnxRuntimeRunner:
         for key, value in params.get("session_config", {}).items():
             options.add_session_config_entry(key, value)
         options.log_severity_level = 3
+        options.add_session_config_entry("session.record_ep_graph_assignment_info", "1")
         if context.model is not None:
             for library in onnxruntime_libraries(ModelArtifact(context.model).custom_ops()):
                 options.register_custom_ops_library(library)
@@ -66,7 +68,12 @@ class OnnxRuntimeRunner:
             "threads": options.intra_op_num_threads or "runtime default (one per physical core)",
             "execution_mode": "parallel" if params.get("parallel") else "sequential",
             "session_config": dict(params.get("session_config", {})),
+            **node_assignment(self._session),
         }
+        cuda = self._session.get_provider_options().get("CUDAExecutionProvider")
+        if cuda is not None:  # the CUDA provider computes float32 MatMul/Conv in TF32 when use_tf32=1
+            self.facts["compute_precision"] = "tf32" if cuda.get("use_tf32") == "1" else "f32"
+            self.facts["compute_precision_source"] = f"CUDAExecutionProvider use_tf32={cuda.get('use_tf32')}"
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return {i.name: [d if isinstance(d, int) else None for d in i.shape]
@@ -77,6 +84,33 @@ class OnnxRuntimeRunner:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.timed_call(inputs)(), strict=True))
+
+
+PROVIDER_DEVICES = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
+                    "TensorrtExecutionProvider": "TensorRT"}
+
+
+def node_assignment(session: Any) -> dict[str, Any]:
+    """Which provider runs each node, from ONNX Runtime's own record of its graph partitioning
+    (session.record_ep_graph_assignment_info): the devices that ran nodes, nodes per provider, and the
+    non-shape nodes left on the CPU when the first provider is not the CPU's (a silent fallback)."""
+    if not hasattr(session, "get_provider_graph_assignment_info"):  # an older onnxruntime
+        return {"devices": sorted({PROVIDER_DEVICES.get(p, p) for p in session.get_providers()[:1]}),
+                "device_nodes": "not reported: this onnxruntime has no get_provider_graph_assignment_info"}
+    counts: dict[str, int] = {}
+    on_cpu: list[str] = []
+    for subgraph in session.get_provider_graph_assignment_info():
+        nodes = subgraph.get_nodes()
+        counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(nodes)
+        if subgraph.ep_name == "CPUExecutionProvider":
+            on_cpu += [f"{n.op_type} {n.name}" for n in nodes if n.op_type not in SHAPE_OPS]
+    facts: dict[str, Any] = {"device_nodes": counts,
+                             "devices": sorted({PROVIDER_DEVICES.get(p, p) for p in counts})}
+    if session.get_providers()[0] != "CPUExecutionProvider":
+        facts["devices"] = sorted({PROVIDER_DEVICES.get(p, p) for p, n in counts.items()
+                                   if p != "CPUExecutionProvider"} | ({"CPU"} if on_cpu else set()))
+        facts["cpu_fallback_nodes"] = on_cpu
+    return facts
 
 
 def optimisation_level(name: str) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.execution import precision_name
 from modelparity.formats.base import OPENVINO, TORCH, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX, dynamic_shapes
 from modelparity.models import ModelArtifact
@@ -68,10 +69,9 @@ class OpenVinoRunner:
         import openvino as ov
 
         core = ov.Core()
-        hint = context.params["inference_precision"]
-        self._compiled = core.compile_model(str(context.artifact / "model.xml"), "CPU",
-                                            {"INFERENCE_PRECISION_HINT": hint,
-                                             "PERFORMANCE_HINT": "LATENCY"})
+        hint = context.params.get("inference_precision")
+        config = {"PERFORMANCE_HINT": "LATENCY"} | ({"INFERENCE_PRECISION_HINT": hint} if hint else {})
+        self._compiled = core.compile_model(str(context.artifact / "model.xml"), "CPU", config)
         self._request = self._compiled.create_infer_request()
         self._outputs = context.output_names
         self._inputs = context.input_names
@@ -79,7 +79,13 @@ class OpenVinoRunner:
         self.facts = {"runtime": f"openvino {ov.__version__}", "device": "CPU", "provider": "CPU",
                       "precision_hint_requested": hint, "inference_precision": used.to_string(),
                       "performance_hint": str(self._compiled.get_property("PERFORMANCE_HINT")),
-                      "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS"))}
+                      "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS")),
+                      "devices": [str(d).split(".")[0]
+                                  for d in self._compiled.get_property("EXECUTION_DEVICES")],
+                      "compute_precision": precision_name(used),
+                      "compute_precision_source": "OpenVINO compiled model's INFERENCE_PRECISION_HINT"}
+        if hint:
+            self.facts["requested"] = {"compute_precision": precision_name(hint)}
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         shapes = {}

@@ -78,6 +78,7 @@ class TFLiteRunner:
         self.facts = {"runtime": f"ai_edge_litert {_version('ai-edge-litert')}", "file": path.name,
                       "layout": self._layout.summary(), "threads": os.cpu_count(),
                       "provider": "XNNPACK delegate (default)" if xnnpack else "builtin kernels",
+                      "devices": ["CPU"], **delegation(self._interpreter, xnnpack),
                       "tensors": {name: {"tflite_name": d["name"], "dtype": np.dtype(d["dtype"]).name,
                                          "shape_signature": d["shape_signature"].tolist()}
                                   for name, d in {**self._inputs, **self._outputs}.items()}}
@@ -128,6 +129,14 @@ class TFLiteRunner:
         for table in (self._inputs, self._outputs):
             for name, detail in table.items():
                 table[name] = by_index[detail["index"]]
+
+
+def delegation(interpreter: Any, xnnpack: bool) -> dict[str, Any]:
+    """Whether the XNNPACK delegate took any node: LiteRT lists a DELEGATE kernel per partition it
+    handed to a delegate (the nodes it replaced are still listed, so only the kernels tell)."""
+    kernels = sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
+    return {"delegate": "XNNPACK" if kernels else "none", "delegate_kernels": kernels,
+            "requested": {"delegate": "XNNPACK" if xnnpack else "none"}}
 
 
 def _pair(model_names: list[str], details: list[dict[str, Any]], artifact_names: list[str]

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.execution import torch_facts
 from modelparity.formats.base import TORCH, Format, LoadContext
 from modelparity.models import ModelArtifact
 
@@ -36,7 +37,7 @@ class TorchScriptRunner:
         self._module = self._load(context)
         self._outputs = context.output_names
         self.facts = {"runtime": f"{self.kind} {torch.__version__}", "provider": "CPU",
-                      "threads": torch.get_num_threads()}
+                      "threads": torch.get_num_threads(), **torch_facts("cpu")}
 
     kind = "torch.jit"
 

@@ -34,12 +34,21 @@ def write_html(report: Mapping[str, Any], path: Path) -> None:
     formats = list(dict.fromkeys(c["format"] for c in checks))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>modelparity parity report"
              f"</title><style>{CSS}</style></head><body><h1>modelparity parity report</h1>",
-             _summary(report), "<h2>Matrix (worst max abs error over batches)</h2>",
+             _summary(report), "<h2>Matrix (worst max abs error over batches · its multiple of the "
+             "reference's noise floor, ×N)</h2>", _NOISE_NOTE,
              _matrix(checks, models, formats), _notes(checks), "<h2>Error distribution per format</h2>",
              _histogram_svg(checks, formats), "<h2>Checks</h2>",
              *(_detail(c) for c in checks), "</body></html>"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
+
+
+_NOISE_NOTE = ("<p>×N: the format's error as a multiple of the reference's own noise (torch float32 "
+               "against float64 on the same inputs, and across thread counts). Near 1: the format adds "
+               "no more error than float32 itself; thousands: it adds its own (FP16, INT8, or a bug). "
+               "A tolerance is never tighter than 10 × the floor; where one asked for less, the check "
+               "says so. 'ran otherwise': the runtime reports a device or precision other than the "
+               "format declares, and the check failed on it.</p>")
 
 
 def _summary(report: Mapping[str, Any]) -> str:
@@ -76,7 +85,10 @@ def _matrix(checks: list[Mapping[str, Any]], models: list[str], formats: list[st
                 continue
             worst = max(group, key=lambda c: _RANK[c["status"]])
             errors = [c["worst_abs"] for c in group if "worst_abs" in c]
+            ratios = [c["noise_ratio"] for c in group if "noise_ratio" in c]
             text = f"{max(errors):.2g}" if errors else worst["status"]
+            text += f" · {max(ratios):.3g}×N" if ratios else ""
+            text += " · ran otherwise" if any(c.get("execution", {}).get("mismatches") for c in group) else ""
             title = escape(worst.get("message", "")[:300], quote=True)
             row += (f"<td class='cell' style='background:{_COLOUR[worst['status']]}' title='{title}'>"
                     f"<a href='#{_anchor(worst)}'>{escape(text)}</a></td>")
@@ -137,6 +149,15 @@ def _detail(check: Mapping[str, Any]) -> str:
              f"{escape(check['test_id'])}: {escape(check['status'])}</summary>",
              f"<p>chain: torch → {escape(chain)}; profile {escape(check['precision_profile'])}; "
              f"batch {check['batch']}</p>"]
+    execution = check.get("execution")
+    if execution:
+        declared = execution["declared"]
+        lines.append(f"<p>declared {escape(declared['device'])} / {escape(declared['precision'])}; ran "
+                     f"{escape(execution['ran'])}"
+                     + "".join(f"<br><b>{escape(m)}</b>" for m in execution["mismatches"]) + "</p>")
+    if check.get("repro"):
+        lines.append(f"<p>inputs: {escape(check['inputs_file'])}; reproduce: <code>{escape(check['repro'])}"
+                     "</code></p>")
     if check.get("message"):
         lines.append(f"<pre>{escape(check['message'])}</pre>")
     logs = [(step["node"], step["log"]) for step in check.get("build", []) if step.get("log")]
@@ -147,7 +168,8 @@ def _detail(check: Mapping[str, Any]) -> str:
         tol = output["tolerance"]
         stats = {k: output.get(k) for k in ("max_abs", "max_abs_index", "max_rel", "mean_abs",
                                             "p99_abs", "cosine", "snr_db", "out_of_tolerance", "elements",
-                                            "required_atol", "top1_agreement", "top5_agreement")}
+                                            "required_atol", "top1_agreement", "top5_agreement",
+                                            "noise_floor", "noise_text")}
         share = f", up to {tol['max_mismatch']:.2%} outside" if tol.get("max_mismatch") else ""
         lines.append(f"<p>output <b>{escape(output['name'])}</b>: tolerance atol {tol['atol']:g}, "
                      f"rtol {tol['rtol']:g}{share} ({escape('; '.join(tol['layers']))})</p><table>"
@@ -157,7 +179,7 @@ def _detail(check: Mapping[str, Any]) -> str:
         lines.append(divergence_table(check["divergence"]))
     elif check.get("divergence"):
         lines.append(f"<p>diverging node: {escape(check['divergence'])}</p>")
-    for key in ("facts", "build", "error", "warnings"):
+    for key in ("facts", "reference_facts", "noise_floor", "below_noise_floor", "build", "error", "warnings"):
         if check.get(key):
             lines.append(f"<p>{key}</p><pre>{escape(_pretty(check[key]))}</pre>")
     return "".join(lines) + "</details>"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from modelparity.formats.base import ONNXRUNTIME, TORCH, Format, NotTimeable, Requirement
+from modelparity.formats.base import ONNXRUNTIME, OPENVINO, TORCH, Format, NotTimeable, Requirement
 from modelparity.formats.http import http_format
 from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner
 from modelparity.formats.onnx2tf import SavedModelRunner
 from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
+from modelparity.formats.openvino import OpenVinoRunner
 
 HERE = Path(__file__).resolve()
 
@@ -199,6 +200,12 @@ def formats(graph, options):
         Format("perturbed", parent="torchscript-libtorch-cpp", build=f"{HERE}:perturb_torchscript",
                params={"delta": 0.5}, load=LibTorchCppRunner, requires=(TORCH, COMPILER)),
         Format("ort-gated", parent="onnx-dynamo", applies=applies_when_asked, **ort),
+        # OpenVINO computes in bf16 on a CPU that has it unless told f32: declared fp32, no hint
+        Format("cpu-nohint", parent="onnx-dynamo-ov-irfp32", load=OpenVinoRunner,
+               params={"inference_precision": None}, requires=(OPENVINO,)),
+        # bf16 asked for on any CPU (the built-in bf16 format is gated on the CPU having it)
+        Format("cpu-bf16-ungated", parent="onnx-dynamo-ov-irfp32", load=OpenVinoRunner, precision="bf16",
+               params={"inference_precision": "bf16"}, requires=(OPENVINO,)),
         Format("absent", parent="onnx-dynamo", load=OnnxRuntimeRunner,
                requires=(Requirement("modelparity_absent_backend",
                                      "pip install modelparity-absent-backend"),)),

@@ -89,6 +89,24 @@ def build(**overrides) -> ModelSpec:
     return ModelSpec(**values)
 
 
+def build_tight_tolerance() -> ModelSpec:
+    """Tiny, with a tolerance tighter than torch float32's own distance from float64."""
+    return build(tolerances={"*": {"atol": 1e-12, "rtol": 0.0,
+                                   "reason": "self-test: below the reference's noise floor"}})
+
+
+class Float32Inside(Tiny):
+    """Multiplies by a float32 matrix made inside forward(): runs in float32, not in float64."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return super().forward(image) @ torch.eye(5, dtype=torch.float32)
+
+
+def build_float32_inside() -> ModelSpec:
+    torch.manual_seed(0)
+    return build(module=Float32Inside().eval())
+
+
 def build_non_square() -> ModelSpec:
     """Height 12, width 20: a layout mix-up cannot hide behind equal dimensions."""
     spec = build(name="tiny_wide")
