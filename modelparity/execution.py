@@ -28,6 +28,7 @@ PROFILE_COMPUTE: dict[str, set[str] | None] = {
     "fp32": {"f32"},
     "fp16": {"f16", "f32"},
     "bf16": {"bf16"},
+    "tf32": {"tf32"},
     "int8": None,
 }
 

@@ -90,6 +90,7 @@ class Harness:
         self._runners: dict[tuple[str, str, bool], tuple[Runner, float]] = {}
         self.floor_file: FloorFile | None = None  # committed noise floors (not while calibrating)
         self.inputs_dir: Path | None = None  # where each check's inputs are saved for a repro
+        self.require_gpu = False  # a GPU format that cannot run here fails instead of skipping
 
     def noise_floors(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], key: tuple[Any, ...]
                      ) -> dict[str, NoiseFloor]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
-import subprocess
 from functools import cache, lru_cache
 from importlib import metadata
 from typing import Any
@@ -44,19 +42,6 @@ def _cpu() -> tuple[str, set[str]]:
     except OSError:
         pass
     return model, flags
-
-
-@cache
-def gpu_names() -> list[str]:
-    """NVIDIA GPUs as nvidia-smi names them; empty where there is none (or no driver)."""
-    if shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        answer = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=30, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in answer.stdout.splitlines() if line.strip()]
 
 
 @cache

@@ -187,15 +187,18 @@ def diverging_node(harness: Harness, model: LoadedModel, format_id: str, inputs:
 def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
                  strict_backends: bool) -> Outcome | None:
     """Why this check cannot run here: a backend not installed, or a format that does not apply."""
+    on_gpu = harness.graph.provider(format_id) != "cpu"
     problems = [p for r in harness.graph.requirements(format_id) if (p := r.problem()) is not None]
     if problems:
         message = "; ".join(problems)
-        if strict_backends:
-            return Outcome("failed", f"--strict-backends: {message}")
+        if strict_backends or (on_gpu and harness.require_gpu):
+            return Outcome("failed", f"{'--require-gpu' if on_gpu else '--strict-backends'}: {message}")
         return Outcome("skipped", message, "missing-backend")
     for node in harness.graph.chain(format_id):
         reason = node.applies(machine_info()) if node.applies else None
         if reason:
+            if on_gpu and harness.require_gpu:
+                return Outcome("failed", f"--require-gpu: {format_id} cannot run on this machine: {reason}")
             return Outcome("skipped", reason, "not-applicable")
     if batch > 1 and model.spec.batch_axis is None:
         return Outcome("skipped", f"not applicable: model {model.spec.name!r} declares no batch axis",

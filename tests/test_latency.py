@@ -145,7 +145,7 @@ def test_latency_html_has_bars_whiskers_throughput_and_memory():
         [("onnx-dynamo-ort", 0.001), ("torchscript", 0.004)], [1, 8])]
     benchmarks[0]["extra_info"]["memory"] = {"load_peak_mib": 12.5, "run_peak_mib": 3.0}
     html = render({"benchmarks": benchmarks, "machine_info": {"modelparity": {
-        "cpu_model": "Some CPU", "cpu_count": 2, "cpu_flags": ["avx2"], "gpus": []}}})
+        "cpu_model": "Some CPU", "cpu_count": 2, "cpu_flags": ["avx2"], "gpu": {"gpus": []}}}})
     assert html.count("<svg") == 3  # a bar chart per batch, one throughput plot
     assert "Some CPU" in html and "12.5" in html and "throughput" in html
     assert html.index("onnx-dynamo-ort") < html.index("torchscript")  # fastest first

@@ -57,7 +57,7 @@ def test_a_format_that_refuses_a_batch_errors_and_an_untimeable_one_is_skipped(r
                          "--latency-batches", "2,4", "--latency-memory", "off", "-rs")
     result.assert_outcomes(passed=1, errors=1, skipped=4)
     for line in ("SKIPPED*cannot be timed in this process: its runtime lives in another process*",
-                 "SKIPPED*not applicable: this onnxruntime*offers*not CUDAExecutionProvider*onnxruntime-gpu*",
+                 "SKIPPED*not applicable: this onnxruntime*offers*not CUDAExecutionProvider*all-gpu*",
                  "*ERROR at setup of test_latency[[]tiny-onnx-dynamo-fixed-ort-b4[]]*",
                  "onnx-dynamo-fixed-ort failed to run at batch 4: InvalidArgument*"):
         result.stdout.fnmatch_lines([line])

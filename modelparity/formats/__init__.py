@@ -16,6 +16,7 @@ from modelparity.references import import_module_of
 
 FORMAT_MODULES = (
     "modelparity.formats.torchscript",
+    "modelparity.formats.torch_cuda",
     "modelparity.formats.libtorch_cpp",
     "modelparity.formats.onnx_export",
     "modelparity.formats.onnx_fp16",
@@ -31,6 +32,11 @@ FORMAT_MODULES = (
 )
 
 
+PROVIDER_KINDS = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
+                  "TensorrtExecutionProvider": "tensorrt"}
+PROVIDERS = ("cpu", "cuda", "tensorrt")
+
+
 class FormatGraphError(ValueError):
     """Two nodes share an id, or a node names a parent that does not exist."""
 
@@ -42,6 +48,7 @@ class FormatGraph:
     def __init__(self, nodes: Iterable[Format] = (), recipe: Mapping[str, Any] | None = None) -> None:
         self.nodes: dict[str, Format] = {}
         self.recipe = dict(recipe or {})
+        self.providers: frozenset[str] | None = None  # --providers: run only formats on these
         self.add(nodes)
 
     def add(self, nodes: Iterable[Format]) -> None:
@@ -70,9 +77,20 @@ class FormatGraph:
         return list(seen.values())
 
     def runnable(self, patterns: Sequence[str] = ("*",)) -> list[Format]:
-        """Formats with a runner whose id matches any glob in `patterns`."""
+        """Formats with a runner whose id matches any glob in `patterns` (and, when `providers` is
+        set, that run on one of them)."""
         return [node for node in self.nodes.values() if node.load is not None
-                and any(fnmatch.fnmatchcase(node.id, p) for p in patterns)]
+                and any(fnmatch.fnmatchcase(node.id, p) for p in patterns)
+                and (self.providers is None or self.provider(node.id) in self.providers)]
+
+    def provider(self, format_id: str) -> str:
+        """What a format runs on, as --providers names it: cpu, cuda or tensorrt (ONNX Runtime's
+        first provider where the chain sets one, else the chain's device)."""
+        for node in reversed(self.chain(format_id)):
+            first = next(iter(node.params.get("providers", ())), None)
+            if first is not None:
+                return PROVIDER_KINDS.get(first, first)
+        return next((n.device for n in self.chain(format_id) if n.device != "cpu"), "cpu")
 
 
 def build_graph(options: Mapping[str, Any], plugins: Sequence[str] = ()) -> FormatGraph:

@@ -129,6 +129,7 @@ class Format:
 TORCH = Requirement("torch", "pip install torch==2.14.1 torchvision==0.29.1")
 ONNX = Requirement("onnx", "pip install 'modelparity[onnx]'")
 ONNXSCRIPT = Requirement("onnxscript", "pip install 'modelparity[onnx]'")
-ONNXRUNTIME = Requirement("onnxruntime", "pip install 'modelparity[onnx]'")
+ONNXRUNTIME = Requirement("onnxruntime", "pip install 'modelparity[cpu]' (on an NVIDIA GPU machine "
+                                         "'modelparity[gpu]' instead: never both)")
 ONNXCONVERTER_COMMON = Requirement("onnxconverter_common", "pip install 'modelparity[onnx]'")
 OPENVINO = Requirement("openvino", "pip install 'modelparity[openvino]'")

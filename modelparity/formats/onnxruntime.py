@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from modelparity.custom_ops import onnxruntime_libraries
 from modelparity.execution import SHAPE_OPS
 from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
+from modelparity.gpu import GPU_INSTALL, gpu_facts
 from modelparity.models import ModelArtifact
 
 LEVELS = ("disabled", "basic", "extended", "all")
@@ -22,6 +24,9 @@ GPU_PROVIDERS = {
     "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
     "trt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
 }
+# The CUDA provider computes float32 MatMul/Conv in TF32 unless use_tf32=0: an fp32 format asks for
+# float32. TensorRT builds FP16 kernels only with trt_fp16_enable; its engines are kept (cache).
+CUDA_FP32 = {"CUDAExecutionProvider": {"use_tf32": "0"}}
 
 
 class OnnxRuntimeRunner:
@@ -51,8 +56,15 @@ class OnnxRuntimeRunner:
             for library in onnxruntime_libraries(ModelArtifact(context.model).custom_ops()):
                 options.register_custom_ops_library(library)
         providers = list(params.get("providers", ["CPUExecutionProvider"]))
-        self._session = ort.InferenceSession(str(context.artifact / "model.onnx"), options,
-                                             providers=providers)
+        provider_options = {name: dict(values) for name, values in params.get("provider_options", {}).items()}
+        if "TensorrtExecutionProvider" in provider_options:
+            cache = engine_cache(context.artifact)
+            provider_options["TensorrtExecutionProvider"].update(
+                trt_engine_cache_enable="True", trt_engine_cache_path=str(cache),
+                trt_timing_cache_enable="True", trt_timing_cache_path=str(cache))
+        self._session = ort.InferenceSession(
+            str(context.artifact / "model.onnx"), options,
+            providers=[(name, provider_options.get(name, {})) for name in providers])
         active = self._session.get_providers()
         if active[0] != providers[0]:
             raise RuntimeError(f"ONNX Runtime could not create {providers[0]} and fell back to "
@@ -70,6 +82,10 @@ class OnnxRuntimeRunner:
             "session_config": dict(params.get("session_config", {})),
             **node_assignment(self._session),
         }
+        if active[0] != "CPUExecutionProvider":
+            machine = gpu_facts()
+            self.facts.update({key: machine.get(key) for key in ("gpus", "driver", "torch_cuda_build",
+                                                                   "cudnn", "tensorrt")})
         cuda = self._session.get_provider_options().get("CUDAExecutionProvider")
         if cuda is not None:  # the CUDA provider computes float32 MatMul/Conv in TF32 when use_tf32=1
             self.facts["compute_precision"] = "tf32" if cuda.get("use_tf32") == "1" else "f32"
@@ -113,6 +129,16 @@ def node_assignment(session: Any) -> dict[str, Any]:
     return facts
 
 
+def engine_cache(artifact: Path) -> Path:
+    """Where TensorRT keeps the engines built for an ONNX artifact: in the artifact store (beside the
+    artifacts, keyed by the ONNX artifact's key), never inside the artifact itself, so the engines
+    survive between runs and a new artifact gets new ones."""
+    store_root = artifact.parent.parent  # the store's layout: ROOT/key[:2]/key
+    cache = store_root / "tensorrt-engines" / artifact.name
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache
+
+
 def optimisation_level(name: str) -> Any:
     """onnxruntime's GraphOptimizationLevel for one of LEVELS."""
     import onnxruntime as ort
@@ -131,8 +157,8 @@ def provider_offered(provider: str) -> Callable[[Mapping[str, Any]], str | None]
         if provider in offered:
             return None
         return (f"not applicable: this onnxruntime ({ort.__version__}) offers {offered}, not "
-                f"{provider}; on an NVIDIA GPU machine install onnxruntime-gpu instead of onnxruntime "
-                "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu)")
+                f"{provider}; on an NVIDIA GPU machine install the gpu extra instead of the cpu one: "
+                f"{GPU_INSTALL}")
     return applies
 
 
@@ -141,12 +167,18 @@ def _ort(parent: str, name: str = "ort", precision: str = "fp32", **params: Any)
                   requires=(ONNXRUNTIME,), custom_ops=True, description=f"ONNX Runtime CPU {params}")
 
 
-def _gpu(parent: str, name: str) -> Format:
+def _gpu(parent: str, name: str, precision: str = "fp32", fp16_engine: bool = False) -> Format:
+    """ONNX Runtime on the CUDA or TensorRT provider; the CUDA provider with TF32 off for float32."""
     providers = GPU_PROVIDERS[name]
-    return Format(f"ort-{name}", parent=parent, load=OnnxRuntimeRunner,
-                  params={"level": "all", "providers": list(providers)}, requires=(ONNXRUNTIME,),
-                  applies=provider_offered(providers[0]), device="cuda", custom_ops=True,
-                  description=f"ONNX Runtime on {providers[0]}")
+    options: dict[str, dict[str, str]] = dict(CUDA_FP32) if precision == "fp32" else {}
+    if name == "trt":
+        options["TensorrtExecutionProvider"] = {"trt_fp16_enable": str(fp16_engine)}
+    suffix = "-fp16" if fp16_engine else ""
+    return Format(f"ort-{name}{suffix}", parent=parent, load=OnnxRuntimeRunner, precision=precision,
+                  params={"level": "all", "providers": list(providers), "provider_options": options},
+                  requires=(ONNXRUNTIME,), applies=provider_offered(providers[0]), device="cuda",
+                  custom_ops=True, description=f"ONNX Runtime on {providers[0]}"
+                  + (" with FP16 engines" if fp16_engine else ""))
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
@@ -162,4 +194,7 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
         nodes.append(_ort(PRIMARY_ONNX, "ort-devalloc", level="all", session_config={
             "session.use_device_allocator_for_initializers": "1"}))
         nodes += [_gpu(PRIMARY_ONNX, name) for name in GPU_PROVIDERS]
+        nodes.append(_gpu(PRIMARY_ONNX, "trt", precision="fp16", fp16_engine=True))
+    if f"{PRIMARY_ONNX}-fp16" in graph:
+        nodes.append(_gpu(f"{PRIMARY_ONNX}-fp16", "cuda", precision="fp16"))
     return nodes

@@ -66,6 +66,13 @@ def _row(benchmark: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _gpu_text(gpu: Mapping[str, Any]) -> str:
+    if not gpu.get("gpus"):
+        return "none"
+    return (f"{', '.join(gpu['gpus'])}; driver {gpu.get('driver')}; CUDA {gpu.get('torch_cuda_build')}; "
+            f"cuDNN {gpu.get('cudnn')}; TensorRT {gpu.get('tensorrt')}")
+
+
 def _summary(benchmark_json: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
     machine = benchmark_json.get("machine_info", {})
     ours = machine.get("modelparity", {})
@@ -73,7 +80,7 @@ def _summary(benchmark_json: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     facts = [("generated", benchmark_json.get("datetime", "")),
              ("cpu", f"{ours.get('cpu_model', machine.get('cpu', {}).get('brand_raw', '?'))} "
                      f"({ours.get('cpu_count', '?')} cores) flags {' '.join(ours.get('cpu_flags', []))}"),
-             ("gpus", ", ".join(ours.get("gpus", [])) or "none"),
+             ("gpu", _gpu_text(ours.get("gpu", {}))),
              ("tools", ", ".join(f"{k} {v}" for k, v in ours.get("tools", {}).items())),
              ("commit", f"{commit.get('id', '?')}{' (dirty)' if commit.get('dirty') else ''}"),
              ("benchmarks", str(len(rows)))]
