@@ -107,10 +107,12 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     record["execution"] = {"declared": {"device": node.device, "precision": node.precision},
                            "ran": execution_summary(runner.facts), "mismatches": ran_otherwise}
 
-    comparison = compare_with_reference(harness, model, format_id, inputs, (batch,), actual, overrides)
+    floors = harness.noise_floors(model, inputs, (batch,))
+    tolerance_for = effective_tolerance(harness, model, format_id, overrides, floors)
+    comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",
+                         spec.classifier_outputs, floors)
     record["comparison"] = comparison.to_dict()
-    record["noise_floor"] = {name: floor.to_dict()
-                             for name, floor in harness.noise_floors(model, inputs, (batch,)).items()}
+    record["noise_floor"] = {name: floor.to_dict() for name, floor in floors.items()}
     record["noise_factor"] = NOISE_FACTOR
     if math.isfinite(comparison.worst_abs):
         record["worst_abs"] = comparison.worst_abs
@@ -120,13 +122,14 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     below = [f"output {o.name!r}: {o.tolerance.layers[-1]}" for o in comparison.outputs
              if below_floor(o.tolerance)]
     record["below_noise_floor"] = below
-    # Warned only where a layer (the spec's, the project's) tightened atol below the floor: a
-    # profile raised for a poorly conditioned model is the rule at work, recorded, not a mistake.
+    # Warned only where a layer (the spec's, the project's) set atol below the floor: a profile
+    # raised for a poorly conditioned model is the rule at work, recorded, not a mistake.
+    layers = tolerance_layers(model, overrides)
     tightened = [f"{format_id} output {o.name!r}: {o.tolerance.layers[-1]}" for o in comparison.outputs
-                 if below_floor(o.tolerance) and _atol_set_by_layer(o.tolerance)]
-    floors = harness.noise_floors(model, inputs, (batch,))
-    problems = _informative_problems(harness, model, effective_tolerance(
-        harness, model, format_id, overrides, floors), batch, reference)
+                 if below_floor(o.tolerance) and any(
+                     "atol" in layer.values and layer.applies(spec.name, format_id, o.name, node.precision)
+                     for layer in layers)]
+    problems = _informative_problems(harness, model, tolerance_for, batch, reference)
     record["uninformative"] = problems
     if not comparison.passed:
         located = diverging_node(harness, model, format_id, inputs, comparison)
@@ -156,12 +159,6 @@ def compare_with_reference(harness: Harness, model: LoadedModel, format_id: str,
     return compare(harness.reference_outputs(model, inputs, key), actual,
                    effective_tolerance(harness, model, format_id, overrides, floors),
                    f"{format_id} vs torch", model.spec.classifier_outputs, floors)
-
-
-def _atol_set_by_layer(tolerance: Tolerance) -> bool:
-    """Whether a layer after the profile set atol (the floor's own layer, last, excluded): layers
-    read "source [match] {'atol': ...}: reason" (modelparity.tolerance.resolve)."""
-    return any("'atol'" in layer for layer in tolerance.layers[1:-1])
 
 
 def effective_tolerance(harness: Harness, model: LoadedModel, format_id: str,
@@ -202,7 +199,8 @@ def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int
     if problems:
         message = "; ".join(problems)
         if strict_backends or (on_gpu and harness.require_gpu):
-            return Outcome("failed", f"{'--require-gpu' if on_gpu else '--strict-backends'}: {message}")
+            return Outcome("failed", f"{'--strict-backends' if strict_backends else '--require-gpu'}: "
+                                     f"{message}")
         return Outcome("skipped", message, "missing-backend")
     for node in harness.graph.chain(format_id):
         reason = node.applies(machine_info()) if node.applies else None

@@ -97,12 +97,7 @@ class ModelSpec:
 
     def example_sizes(self) -> dict[str, int]:
         """The size each dynamic axis has in the example inputs."""
-        sizes: dict[str, int] = {}
-        for tensor, dims in self.dynamic_axes.items():
-            if tensor in self.example_inputs:
-                for dim, axis in dims.items():
-                    sizes[axis] = int(self.example_inputs[tensor].shape[dim])
-        return sizes
+        return self._sizes_of(self.example_inputs)
 
     def export_sizes(self) -> dict[str, int]:
         """Axis sizes for exporting: the example's, but never 1 on a dynamic axis.
@@ -147,6 +142,7 @@ class ModelSpec:
                 for name, example in like.items()}
 
     def _sizes_of(self, inputs: Mapping[str, np.ndarray]) -> dict[str, int]:
+        """The size each dynamic axis has in `inputs`."""
         return {axis: int(inputs[tensor].shape[dim]) for tensor, dims in self.dynamic_axes.items()
                 if tensor in inputs for dim, axis in dims.items()}
 

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from modelparity.execution import PROVIDER_DEVICES
 from modelparity.formats.base import EnvironmentRequirement, Format, Requirement
 from modelparity.references import import_module_of
 
@@ -32,9 +33,8 @@ FORMAT_MODULES = (
 )
 
 
-PROVIDER_KINDS = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda",
-                  "TensorrtExecutionProvider": "tensorrt"}
-PROVIDERS = ("cpu", "cuda", "tensorrt")
+PROVIDER_KINDS = {provider: device.lower() for provider, device in PROVIDER_DEVICES.items()}
+PROVIDERS = tuple(PROVIDER_KINDS.values())  # cpu, cuda, tensorrt: what --providers names
 
 
 class FormatGraphError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.custom_ops import onnxruntime_libraries
-from modelparity.execution import SHAPE_OPS
+from modelparity.execution import PROVIDER_DEVICES, SHAPE_OPS
 from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 from modelparity.gpu import GPU_INSTALL, gpu_facts
@@ -102,10 +102,6 @@ class OnnxRuntimeRunner:
         return dict(zip(self._outputs, self.timed_call(inputs)(), strict=True))
 
 
-PROVIDER_DEVICES = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
-                    "TensorrtExecutionProvider": "TensorRT"}
-
-
 def node_assignment(session: Any) -> dict[str, Any]:
     """Which provider runs each node, from ONNX Runtime's own record of its graph partitioning
     (session.record_ep_graph_assignment_info): the devices that ran nodes, nodes per provider, and the
@@ -113,19 +109,21 @@ def node_assignment(session: Any) -> dict[str, Any]:
     if not hasattr(session, "get_provider_graph_assignment_info"):  # an older onnxruntime
         return {"devices": sorted({PROVIDER_DEVICES.get(p, p) for p in session.get_providers()[:1]}),
                 "device_nodes": "not reported: this onnxruntime has no get_provider_graph_assignment_info"}
+    on_gpu = session.get_providers()[0] != "CPUExecutionProvider"
     counts: dict[str, int] = {}
-    on_cpu: list[str] = []
+    fallback: list[str] = []
     for subgraph in session.get_provider_graph_assignment_info():
         nodes = subgraph.get_nodes()
         counts[subgraph.ep_name] = counts.get(subgraph.ep_name, 0) + len(nodes)
-        if subgraph.ep_name == "CPUExecutionProvider":
-            on_cpu += [f"{n.op_type} {n.name}" for n in nodes if n.op_type not in SHAPE_OPS]
-    facts: dict[str, Any] = {"device_nodes": counts,
-                             "devices": sorted({PROVIDER_DEVICES.get(p, p) for p in counts})}
-    if session.get_providers()[0] != "CPUExecutionProvider":
-        facts["devices"] = sorted({PROVIDER_DEVICES.get(p, p) for p, n in counts.items()
-                                   if p != "CPUExecutionProvider"} | ({"CPU"} if on_cpu else set()))
-        facts["cpu_fallback_nodes"] = on_cpu
+        if on_gpu and subgraph.ep_name == "CPUExecutionProvider":
+            fallback += [f"{n.op_type} {n.name}" for n in nodes if n.op_type not in SHAPE_OPS]
+    # A GPU session's shape nodes on the CPU are by design: the CPU counts only with a fallback.
+    devices = {PROVIDER_DEVICES.get(p, p) for p in counts if not (on_gpu and p == "CPUExecutionProvider")}
+    if fallback:
+        devices.add("CPU")
+    facts: dict[str, Any] = {"device_nodes": counts, "devices": sorted(devices)}
+    if on_gpu:
+        facts["cpu_fallback_nodes"] = fallback
     return facts
 
 
