@@ -3,4 +3,5 @@
 pytest_plugins = [
     "fixtures.config", "fixtures.parity", "fixtures.batch", "fixtures.reporting", "fixtures.dynamic",
     "fixtures.latency", "fixtures.load", "fixtures.precision", "fixtures.opset", "fixtures.http",
+    "fixtures.reference",
 ]

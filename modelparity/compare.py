@@ -34,8 +34,8 @@ class OutputComparison:
     elements: int = 0
     max_abs: float = 0.0
     max_abs_index: tuple[int, ...] = ()
-    ref_at_max_abs: float = 0.0
-    out_at_max_abs: float = 0.0
+    ref_at_max_abs: float | None = 0.0  # None: not finite
+    out_at_max_abs: float | None = 0.0
     max_rel: float = 0.0
     max_rel_index: tuple[int, ...] = ()
     mean_abs: float = 0.0
@@ -46,6 +46,12 @@ class OutputComparison:
     nonfinite_mismatch: int = 0
     required_atol: float = 0.0
     ref_abs_max: float = 0.0
+    scale: float = 0.0  # RMS of the reference's finite elements: what relative bounds scale with
+    range: float = 0.0  # max(max - min, max |ref|) of the reference: what an offset is measured in
+    bias: float = 0.0  # |mean(out - ref)| / range
+    gain: float | None = None  # least-squares slope of out on ref (centred); None: constant ref
+    bound_abs: float = 0.0  # the element bound's absolute part for this output
+    classifier_rows: int = 0
     top1_agreement: float | None = None
     top5_agreement: float | None = None
     abs_error_histogram: list[int] = field(default_factory=list)
@@ -91,17 +97,26 @@ class Comparison:
             lines.append(
                 f"{head} {status}: {out.out_of_tolerance}/{out.elements} "
                 f"({out.out_of_tolerance / max(out.elements, 1):.1%}) out of tolerance "
-                f"({out.tolerance.describe()}); max abs {out.max_abs:.3g} at {out.max_abs_index} "
-                f"(ref {out.ref_at_max_abs:.6g}, got {out.out_at_max_abs:.6g}); max rel "
-                f"{out.max_rel:.3g} at {out.max_rel_index}; mean abs {out.mean_abs:.3g}; cosine "
-                f"{out.cosine:.6f}; SNR {_snr_text(out.snr_db)}{_topk_text(out)}"
+                f"({out.tolerance.describe(out.scale)}); max abs {out.max_abs:.3g} at "
+                f"{out.max_abs_index} (ref {_value_text(out.ref_at_max_abs)}, got "
+                f"{_value_text(out.out_at_max_abs)}); max rel {out.max_rel:.3g} at {out.max_rel_index}; "
+                f"mean abs {out.mean_abs:.3g}; cosine {out.cosine:.6f}; SNR {_snr_text(out.snr_db)}; "
+                f"offset {out.bias:.3g} x range; gain {_gain_text(out.gain)}{_topk_text(out)}"
                 + (f"; {out.noise_text}" if out.noise_text else "")
-                + f"; would pass with atol>={out.required_atol:.3g}")
-            lines += [f"    {p}" for p in out.problems if not p.startswith("elements")]
+                + f"; would pass elementwise with atol>={out.required_atol:.3g}")
+            lines += [f"    {p}" for p in out.problems if not p.startswith("elements out of")]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"structural": self.structural, "outputs": [o.to_dict() for o in self.outputs]}
+
+
+def _value_text(value: float | None) -> str:
+    return "NaN/Inf" if value is None else f"{value:.6g}"
+
+
+def _gain_text(gain: float | None) -> str:
+    return "n/a (constant reference)" if gain is None else f"{gain:.4f}"
 
 
 def _snr_text(snr_db: float | None) -> str:
@@ -116,7 +131,7 @@ def _topk_text(out: OutputComparison) -> str:
 
 def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray],
             tolerance_for: Callable[[str], Tolerance], label: str,
-            classifier_outputs: Sequence[str] = (),
+            classifier_outputs: Sequence[str] | Mapping[str, int] = (),
             noise_floors: Mapping[str, NoiseFloor] | None = None) -> Comparison:
     """Compare `actual` against `reference`, output by output; with `noise_floors`, each output's
     error is also given as a multiple of the reference's own noise."""
@@ -127,8 +142,9 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
         structural.append(f"missing outputs {missing} (got {sorted(actual)})")
     if extra:
         structural.append(f"unexpected outputs {extra} (expected {list(reference)})")
+    axes = class_axes(classifier_outputs)
     outputs = [_compare_output(name, np.asarray(reference[name]), np.asarray(actual[name]),
-                               tolerance_for(name), name in classifier_outputs)
+                               tolerance_for(name), axes.get(name))
                for name in reference if name in actual]
     for output in outputs if noise_floors is not None else ():
         floor = noise_floors.get(output.name)
@@ -139,15 +155,25 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
     return Comparison(label, structural, outputs)
 
 
+def class_axes(classifier_outputs: Sequence[str] | Mapping[str, int]) -> dict[str, int]:
+    """Output name -> its class axis: a mapping as given, a list of names with the last axis."""
+    if isinstance(classifier_outputs, Mapping):
+        return {str(k): int(v) for k, v in classifier_outputs.items()}
+    return {name: -1 for name in classifier_outputs}
+
+
 def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
-                    classifier: bool) -> OutputComparison:
+                    classifier_axis: int | None) -> OutputComparison:
+    """One output under the pass rule (modelparity.tolerance); `classifier_axis` is the class axis
+    of a classifier output (top-1 agreement), None otherwise."""
     result = OutputComparison(name=name, tolerance=tol, shape=tuple(ref.shape))
     if out.shape != ref.shape:
         result.problems.append(f"shape {out.shape}, but the reference has {ref.shape}")
         return result
     if out.dtype != ref.dtype:
-        result.problems.append(f"dtype {out.dtype}, but the reference has {ref.dtype}")
-        return result
+        result.problems.append(f"dtype {out.dtype}, but the reference has {ref.dtype} (values "
+                               "compared below after casting both to float64)")
+    exact = not np.issubdtype(ref.dtype, np.floating)
     r, o = ref.astype(np.float64), out.astype(np.float64)
     result.elements = int(r.size)
     if r.size == 0:
@@ -158,38 +184,48 @@ def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
     both = r_finite & o_finite
     r, o = np.where(both, r, 0.0), np.where(both, o, 0.0)
     diff = np.abs(o - r)
-    bound = tol.atol + tol.rtol * np.abs(r)
+    result.scale, result.range, result.bias, result.gain = _scale_bias_gain(r[both], o[both])
+    absolute = 0.0 if exact else tol.absolute(result.scale)
+    rtol = 0.0 if exact else tol.rtol
+    result.bound_abs = absolute
+    bound = absolute + rtol * np.abs(r)
     result.out_of_tolerance = int(((diff > bound) & both).sum()) + result.nonfinite_mismatch
     flat = int(np.argmax(diff))
     result.max_abs = float(diff.flat[flat])
     result.max_abs_index = tuple(int(i) for i in np.unravel_index(flat, r.shape))
-    result.ref_at_max_abs, result.out_at_max_abs = float(ref.flat[flat]), float(out.flat[flat])
+    result.ref_at_max_abs = _finite_or_none(ref.flat[flat])
+    result.out_at_max_abs = _finite_or_none(out.flat[flat])
     rel = np.divide(diff, np.abs(r), out=np.zeros_like(diff), where=both & (r != 0))
     flat_rel = int(np.argmax(rel))
     result.max_rel = float(rel.flat[flat_rel])
     result.max_rel_index = tuple(int(i) for i in np.unravel_index(flat_rel, r.shape))
     result.mean_abs = float(diff[both].mean()) if both.any() else 0.0
     result.p99_abs = float(np.quantile(diff[both], 0.99)) if both.any() else 0.0
-    result.required_atol = max(0.0, float(np.max(np.where(both, diff - tol.rtol * np.abs(r), 0.0))))
+    result.required_atol = max(0.0, float(np.max(np.where(both, diff - rtol * np.abs(r), 0.0))))
     result.cosine = _cosine(r.ravel(), o.ravel())
     result.snr_db = signal_to_noise_db(r[both], o[both])
     result.ref_abs_max = float(np.abs(r).max())
     result.abs_error_histogram = _log_histogram(diff[both])
-    if classifier and r.ndim >= 1 and r.shape[-1] >= 2:
-        rows_r, rows_o = r.reshape(-1, r.shape[-1]), o.reshape(-1, o.shape[-1])
+    if classifier_axis is not None and r.ndim >= 1 and r.shape[classifier_axis] >= 2:
+        rows_r = np.moveaxis(r, classifier_axis, -1).reshape(-1, r.shape[classifier_axis])
+        rows_o = np.moveaxis(o, classifier_axis, -1).reshape(-1, r.shape[classifier_axis])
         top1_r = rows_r.argmax(1)
         result.top1_agreement = float((rows_o.argmax(1) == top1_r).mean())
         top5_o = np.argsort(-rows_o, axis=1)[:, :5]
         result.top5_agreement = float((top5_o == top1_r[:, None]).any(1).mean())
+        result.classifier_rows = int(rows_r.shape[0])
     if result.nonfinite_mismatch:
         bad = np.argwhere(nonfinite_mismatch)[0]
         result.problems.append(f"{result.nonfinite_mismatch} NaN/Inf not in the reference, first at "
                                f"{tuple(int(i) for i in bad)}")
     outside = result.out_of_tolerance - result.nonfinite_mismatch
-    if outside > tol.max_mismatch * result.elements:
-        result.problems.append("elements out of tolerance")
+    if outside > tol.max_mismatch * result.elements or (exact and outside):
+        result.problems.append("elements out of tolerance" if not exact else
+                               f"{outside} elements differ in an {ref.dtype} output, which must be exact")
+    if not exact and result.max_abs > max(tol.atol, tol.noise_atol):
+        result.problems += _gate_problems(result, tol)
     if tol.min_top1 is not None and result.top1_agreement is not None:
-        rows = r.reshape(-1, r.shape[-1]).shape[0]
+        rows = result.classifier_rows
         changed = round((1 - result.top1_agreement) * rows)
         chance = chance_of_at_least(changed, rows, 1 - tol.min_top1)
         if chance < TOP1_SIGNIFICANCE:
@@ -198,6 +234,30 @@ def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
                 f"below the required {tol.min_top1:.0%}: a format within it changes that many with "
                 f"probability {chance:.2g} < {TOP1_SIGNIFICANCE}")
     return result
+
+
+def _gate_problems(result: OutputComparison, tol: Tolerance) -> list[str]:
+    """The semantic gates: what a whole output must keep, relative to its own scale."""
+    problems = []
+    if result.cosine < tol.min_cosine:
+        problems.append(f"cosine {result.cosine:.6f} is below {tol.min_cosine:g}: the output's "
+                        "direction differs from the reference's")
+    if result.snr_db is not None and result.snr_db < tol.min_snr_db:
+        problems.append(f"SNR {result.snr_db:.1f} dB is below {tol.min_snr_db:g} dB: the error's "
+                        "energy is too large a share of the output's")
+    if result.bias > tol.max_bias:
+        problems.append(f"mean error {result.bias:.3g} x range ({result.bias * result.range:.3g}) is "
+                        f"above {tol.max_bias:g} x the output's range: the output is offset")
+    if result.gain is not None and abs(result.gain - 1) > tol.max_gain_error:
+        problems.append(f"gain {result.gain:.4f} (least-squares slope of output on reference) is "
+                        f"off by more than {tol.max_gain_error:g}: the output is scaled wrong")
+    return problems
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A value for the records: JSON has no NaN or Inf."""
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 # Top-1 agreement on a handful of rows is noise: at 4 rows and 90% required, one changed row (25%)
@@ -224,6 +284,19 @@ def signal_to_noise_db(reference: np.ndarray, candidate: np.ndarray) -> float | 
     return 10 * math.log10(max(signal, 1e-300) / noise)  # a zero reference: very negative, finite
 
 
+def _scale_bias_gain(ref: np.ndarray, out: np.ndarray) -> tuple[float, float, float, float | None]:
+    """RMS, range (PSNR's: max(max - min, max |ref|)), offset as a share of the range, gain."""
+    if ref.size == 0:
+        return 0.0, 0.0, 0.0, None
+    scale = float(np.sqrt(np.mean(ref ** 2)))
+    span = max(float(ref.max() - ref.min()), float(np.abs(ref).max()))
+    bias = abs(float(np.mean(out - ref))) / span if span > 0 else 0.0
+    centred = ref - ref.mean()
+    spread = float(centred @ centred)
+    gain = float(centred @ (out - out.mean())) / spread if spread > 0 else None
+    return scale, span, bias, gain
+
+
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     norm = float(np.linalg.norm(a) * np.linalg.norm(b))
     return float(a @ b / norm) if norm > 0 else float(np.array_equal(a, b))
@@ -239,7 +312,7 @@ def _log_histogram(values: np.ndarray) -> list[int]:
 
 
 def uninformative_reasons(reference: Mapping[str, np.ndarray], tolerance_for: Callable[[str], Tolerance],
-                          classifier_outputs: Sequence[str] = ()) -> list[str]:
+                          classifier_outputs: Sequence[str] | Mapping[str, int] = ()) -> list[str]:
     """Why a check against this reference could not fail, with the figures; empty when it can.
 
     A check is informative when answers that ignore the input would fail it. Two such null answers
@@ -257,14 +330,15 @@ def uninformative_reasons(reference: Mapping[str, np.ndarray], tolerance_for: Ca
         if ref.ndim >= 1 and ref.shape[0] >= 2:
             nulls["each input's answer given to the next input"] = np.roll(ref, 1, axis=0)
         for label, null in nulls.items():
-            verdict = _compare_output(name, ref, null, tol, classifier=False)
+            verdict = _compare_output(name, ref, null, tol, None)
             if verdict.passed:
                 reasons.append(
                     f"reference uninformative: output {name!r} would pass with {label} "
                     f"(spread {float(np.nanstd(ref)):.3g}, max |y| {float(np.nanmax(np.abs(ref))):.3g}, "
                     f"null answer's max abs error {verdict.max_abs:.3g} within {tol.describe()})")
-        if name in classifier_outputs and ref.ndim >= 2 and ref.shape[-1] >= 2:
-            top1 = ref.reshape(-1, ref.shape[-1]).argmax(1)
+        axis = class_axes(classifier_outputs).get(name)
+        if axis is not None and ref.ndim >= 2 and ref.shape[axis] >= 2:
+            top1 = np.moveaxis(ref, axis, -1).reshape(-1, ref.shape[axis]).argmax(1)
             if top1.size >= 2 and np.unique(top1).size == 1:
                 reasons.append(f"reference uninformative: every one of {top1.size} input rows of "
                                f"output {name!r} has top-1 class {int(top1[0])}")

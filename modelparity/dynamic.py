@@ -15,11 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelparity.compare import compare
 from modelparity.harness import BuildRecord, Harness, LoadedModel
-from modelparity.parity import Outcome, tolerance_layers, unavailable
+from modelparity.parity import Outcome, build_failure, compare_with_reference, unavailable
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import Tolerance, ToleranceOverride, resolve
+from modelparity.tolerance import ToleranceOverride
 
 
 @dataclass
@@ -53,22 +52,25 @@ class DynamicSubject:
         return self.harness.graph.nodes[self.format_id].fixed_shapes
 
     def axis_status(self) -> dict[str, dict[str, str]]:
-        """Per declared input axis: 'dynamic', 'static' (with where), or 'unknown' (format can't tell)."""
+        """Per declared axis, from the shapes the artifact declares for the inputs (and the outputs,
+        where the format reports them): 'dynamic', 'static' (with where), or 'unknown'."""
         declared = self.runner.declared_shapes() if hasattr(self.runner, "declared_shapes") else None
         status: dict[str, dict[str, str]] = {}
         spec = self.model.spec
         for tensor, dims in spec.dynamic_axes.items():
-            if tensor not in spec.example_inputs:
-                continue
+            is_input = tensor in spec.example_inputs
+            if not is_input and (declared is None or tensor not in declared):
+                continue  # an output whose declared shape the format does not report
+            kind = "input" if is_input else "output"
             for dim, axis in dims.items():
                 if declared is None or tensor not in declared:
                     status.setdefault(axis, {"status": "unknown", "detail": "the format does not "
                                              "declare its input shapes"})
-                elif declared[tensor][dim] is not None:
-                    status[axis] = {"status": "static", "detail": f"input {tensor!r} dim {dim} is fixed "
+                elif declared[tensor][dim] is not None and status.get(axis, {}).get("status") != "static":
+                    status[axis] = {"status": "static", "detail": f"{kind} {tensor!r} dim {dim} is fixed "
                                     f"at {declared[tensor][dim]} (declared {declared[tensor]})"}
                 else:
-                    status.setdefault(axis, {"status": "dynamic", "detail": f"input {tensor!r} dim {dim} "
+                    status.setdefault(axis, {"status": "dynamic", "detail": f"{kind} {tensor!r} dim {dim} "
                                              "is symbolic"})
         return status
 
@@ -79,7 +81,6 @@ class DynamicSubject:
         inputs = spec.inputs_for(sizes, seed=seed)
         shapes = {k: list(v.shape) for k, v in inputs.items()}
         key = ("dynamic", tuple(sorted(sizes.items())), seed)
-        reference = self.harness.reference_outputs(self.model, inputs, key)
         try:
             actual = self.runner.run(inputs)
         except Exception as error:
@@ -88,8 +89,8 @@ class DynamicSubject:
         problems = output_shape_problems(spec.dynamic_axes, spec.output_names, sizes, actual)
         if problems:
             return self._failed(sizes, seed, shapes, "; ".join(problems))
-        comparison = compare(reference, actual, self.tolerance_for, f"{self.format_id} vs torch at "
-                             f"{shapes}", spec.classifier_outputs)
+        comparison = compare_with_reference(self.harness, self.model, self.format_id, inputs, key, actual,
+                                            self.overrides, f"{self.format_id} vs torch at {shapes}")
         if not comparison.passed:
             return self._failed(sizes, seed, shapes, comparison.message())
         return None
@@ -115,11 +116,6 @@ class DynamicSubject:
                 f"for input shapes {shapes} it was not built for, without an error: a caller gets "
                 "answers the format never promised")
 
-    def tolerance_for(self, output: str) -> Tolerance:
-        node = self.harness.graph.nodes[self.format_id]
-        layers = tolerance_layers(self.model, self.overrides)
-        return resolve(node.precision, self.model.spec.name, self.format_id, output, layers)
-
     def _failed(self, sizes: Mapping[str, int], seed: int, shapes: dict[str, list[int]],
                 message: str) -> ShapeFailure:
         failure = ShapeFailure(dict(sizes), seed, shapes, message)
@@ -136,8 +132,7 @@ def prepare(harness: Harness, model: LoadedModel, format_id: str, overrides: Seq
     try:
         artifact = harness.artifact(model, format_id, BuildRecord())
     except StoredBuildError as error:
-        return Outcome("failed", f"conversion failed for {format_id}: {error}",
-                       record={"error": error.details})
+        return build_failure(format_id, error, {})
     try:
         runner, _ = harness.runner(model, format_id, artifact)
     except Exception as error:

@@ -21,10 +21,13 @@ from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
 from modelparity.noise_floor import FloorFile, NoiseFloor, float64_copy
 from modelparity.noise_floor import measure as measure_floors
+from modelparity.reference_check import ReferenceVerdict, check_reference
 from modelparity.references import import_module_of
 from modelparity.runner_worker import IsolatedRunner
 from modelparity.spec import ModelSpec, SpecError
 from modelparity.store import Artifact, ArtifactStore, StoredBuildError, content_key
+
+REFERENCE_CHECK_SEED = 20261201
 
 
 @dataclass
@@ -36,6 +39,7 @@ class LoadedModel:
     _references: dict[tuple[Any, ...], dict[str, np.ndarray]] = field(default_factory=dict)
     _floors: dict[tuple[Any, ...], dict[str, NoiseFloor]] = field(default_factory=dict)
     _float64: Any = None
+    _verdict: ReferenceVerdict | None = None
 
     def float64_module(self) -> Any:
         """A float64 copy of the module, made once (raises what .double() raises)."""
@@ -91,6 +95,7 @@ class Harness:
         self.floor_file: FloorFile | None = None  # committed noise floors (not while calibrating)
         self.inputs_dir: Path | None = None  # where each check's inputs are saved for a repro
         self.require_gpu = False  # a GPU format that cannot run here fails instead of skipping
+        self.strict_informative = False  # a vacuous check of a user's model fails instead of warning
 
     def noise_floors(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], key: tuple[Any, ...]
                      ) -> dict[str, NoiseFloor]:
@@ -128,17 +133,22 @@ class Harness:
             self._models[reference] = LoadedModel(reference, spec, identity, artifact)
         return self._models[reference]
 
+    def reference_verdict(self, model: LoadedModel) -> ReferenceVerdict:
+        """Whether torch eager can serve as this model's reference (modelparity.reference_check),
+        checked once per session on a seeded batch (of 4 where the batch axis allows)."""
+        if model._verdict is None:
+            spec = model.spec
+            sizes = ({spec.batch_axis: min(4, spec.axis_ranges[spec.batch_axis].max)}
+                     if spec.batch_axis else {})
+            model._verdict = check_reference(spec.name, lambda feed: self._eager(model, feed),
+                                             spec.inputs_for(sizes, seed=REFERENCE_CHECK_SEED))
+        return model._verdict
+
     def reference_outputs(self, model: LoadedModel, inputs: Mapping[str, np.ndarray],
                           key: tuple[Any, ...]) -> dict[str, np.ndarray]:
         """Torch eager FP32 outputs for `inputs`; NaN/Inf in them is the model's problem, said so."""
         if key not in model._references:
-            import torch
-
-            from modelparity.formats.torchscript import as_named_outputs
-
-            with torch.no_grad():
-                result = model.spec.module(*[torch.from_numpy(v) for v in inputs.values()])
-            outputs = as_named_outputs(result, model.spec.output_names)
+            outputs = self._eager(model, inputs)
             for name, value in outputs.items():
                 if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
                     raise SpecError(f"model {model.spec.name!r} ({model.reference}) produces NaN/Inf "
@@ -147,6 +157,16 @@ class Harness:
                                     "its make_inputs before checking exports")
             model._references[key] = outputs
         return model._references[key]
+
+    @staticmethod
+    def _eager(model: LoadedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from modelparity.formats.torchscript import as_named_outputs
+
+        with torch.no_grad():
+            result = model.spec.module(*[torch.from_numpy(v) for v in inputs.values()])
+        return as_named_outputs(result, model.spec.output_names)
 
     def artifact(self, model: LoadedModel, format_id: str, record: BuildRecord) -> Artifact:
         """The nearest built artifact on `format_id`'s chain, building what is missing."""

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.compare import compare
+from modelparity.compare import Comparison, compare
 from modelparity.images import upload_images, zero_size_png
-from modelparity.tolerance import PROFILES, Tolerance
+from modelparity.tolerance import PROFILES
 
 LARGE_BODY = 50 * 1024 * 1024
 
@@ -32,10 +32,11 @@ def _decoded(answer: Any) -> dict[str, np.ndarray]:
 Outputs = dict[str, np.ndarray]
 
 
-def image_parity(client: Any, spec: Any, reference: Callable[[Outputs], Outputs], direct: Any,
-                 tolerance_for: Callable[[str], Tolerance]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Every upload image through /predict against torch eager (`reference`, the format's tolerance)
-    and the direct runner (fp32 tolerance: the service runs the very same runner)."""
+def image_parity(client: Any, spec: Any, against_torch: Callable[[Outputs, Outputs, str], Comparison],
+                 direct: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every upload image through /predict against torch eager (`against_torch(inputs, served,
+    label)`: the format's tolerance, as in every suite) and the direct runner (fp32 tolerance: the
+    service runs the very same runner)."""
     from PIL import Image
 
     rows, problems = [], []
@@ -48,15 +49,14 @@ def image_parity(client: Any, spec: Any, reference: Callable[[Outputs], Outputs]
             continue
         inputs = spec.preprocess(Image.open(io.BytesIO(content)))
         served = _decoded(answer)
-        against_torch = compare(reference(inputs), served, tolerance_for, f"{name} via HTTP vs torch",
-                                spec.classifier_outputs)
+        vs_torch = against_torch(inputs, served, f"{name} via HTTP vs torch")
         against_direct = compare(direct.run(inputs), served, lambda _: PROFILES["fp32"],
                                  f"{name} via HTTP vs the direct runner", spec.classifier_outputs)
         rows.append({"image": name, "status": 200, "mode_size": answer.json()["image"],
-                     "max_abs_vs_torch": against_torch.worst_abs,
+                     "max_abs_vs_torch": vs_torch.worst_abs,
                      "max_abs_vs_direct": against_direct.worst_abs,
-                     "passed": against_torch.passed and against_direct.passed})
-        problems += [c.message() for c in (against_torch, against_direct) if not c.passed]
+                     "passed": vs_torch.passed and against_direct.passed})
+        problems += [c.message() for c in (vs_torch, against_direct) if not c.passed]
     return rows, problems
 
 

@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from modelparity.formats.base import NotApplicable
 from modelparity.references import import_target
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -24,7 +25,8 @@ TAIL_LINES = 25
 
 
 class IsolatedError(RuntimeError):
-    """The child failed. `kind` is 'crashed', 'raised' or 'timeout'; `tail` is the end of its log."""
+    """The child failed. `kind` is 'crashed', 'raised', 'timeout' or 'not-applicable' (the builder
+    raised NotApplicable: nothing to convert, not a failure); `tail` is the end of its log."""
 
     def __init__(self, kind: str, message: str, tail: str) -> None:
         super().__init__(f"{message}\n--- last lines of the converter's output ---\n{tail}")
@@ -64,6 +66,8 @@ def run_isolated(target: str, kwargs: dict[str, Any], timeout: float, log_path: 
         raise IsolatedError("crashed", f"{target} exited with code {code} without a result",
                             _tail(log_path))
     answer = json.loads(response.read_text())
+    if "not_applicable" in answer:
+        raise IsolatedError("not-applicable", answer["not_applicable"], "")
     if "error" in answer:
         raise IsolatedError("raised", f"{target} raised {answer['error']}", _tail(log_path))
     return answer["result"]
@@ -79,6 +83,8 @@ def _child(request_path: str, response_path: str) -> None:
     try:
         result = import_target(request["target"])(**request["kwargs"])
         answer: dict[str, Any] = {"result": result}
+    except NotApplicable as error:
+        answer = {"not_applicable": str(error)}
     except BaseException as error:  # the parent needs every failure as data
         traceback.print_exc()
         answer = {"error": f"{type(error).__name__}: {error}"}

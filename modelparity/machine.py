@@ -28,6 +28,12 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version()}
 
 
+def cpu_flags() -> frozenset[str]:
+    """Every flag the CPU reports (/proc/cpuinfo), for conditions on machine facts."""
+    return frozenset(_cpu()[1])
+
+
+@cache
 def _cpu() -> tuple[str, set[str]]:
     model, flags = platform.processor() or "unknown", set()
     try:

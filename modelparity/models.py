@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.compare import class_axes
 from modelparity.references import BadReference, import_module_of, import_target
 from modelparity.spec import AxisRange, ModelSpec, SpecError, validate
 from modelparity.zoo import BUILTIN_MODELS
@@ -76,7 +77,7 @@ def _source_file(definition: Any) -> str | None:
 def _axes_json(spec: ModelSpec) -> dict[str, Any]:
     axes: dict[str, Any] = {
         "name": spec.name,
-        "classifier_outputs": list(spec.classifier_outputs),
+        "classifier_outputs": class_axes(spec.classifier_outputs),
         "preprocess": _qualname(spec.preprocess),
         "inputs": spec.input_names,
         "outputs": spec.output_names,
@@ -163,7 +164,7 @@ class ModelArtifact:
             dynamic_axes={t: {int(d): a for d, a in dims.items()}
                           for t, dims in meta["dynamic_axes"].items()},
             axis_ranges={a: AxisRange(lo, hi, step) for a, (lo, hi, step) in meta["axis_ranges"].items()},
-            classifier_outputs=tuple(meta["classifier_outputs"]), preprocess=preprocess)
+            classifier_outputs=class_axes(meta["classifier_outputs"]), preprocess=preprocess)
 
     def custom_ops(self) -> tuple[Any, ...]:
         """The spec's custom operators (modelparity.custom_ops.CustomOp), with the spec's module

@@ -8,8 +8,10 @@ that have nothing to do with the format.
 
 The noise floor of an output is the largest of, per element over the check's own inputs:
   |eager float32 - eager float64|  and  |eager float32 (default threads) - eager float32 (1 thread)|.
-The effective absolute tolerance is max(configured atol, NOISE_FACTOR x floor): the profile (and the
-model's and project's layers) decide, unless they ask for less than the reference can give. A format's
+The absolute part of every element bound is at least NOISE_FACTOR x floor (modelparity.tolerance):
+the profile (and the model's and project's layers) decide, unless they ask for less than the
+reference can give; and within that bound the semantic gates (cosine, SNR, bias, gain) are not
+applied, since the difference is the reference's own noise. A format's
 error is reported as a multiple of the floor ("3.1x noise": the format adds little beyond the model's
 own conditioning; "4000x noise": the format adds error of its own).
 """
@@ -122,14 +124,18 @@ def _max_abs(reference: np.ndarray, other: np.ndarray | None) -> float | None:
 
 
 def apply(tolerance: Tolerance, floor: NoiseFloor | None) -> Tolerance:
-    """The effective tolerance: atol raised to NOISE_FACTOR x floor when the layers ask for less,
-    the raise recorded as a layer of its own (what the report shows as 'below the noise floor')."""
-    if floor is None or NOISE_FACTOR * floor.value <= tolerance.atol:
+    """The effective tolerance: its absolute bound never below NOISE_FACTOR x floor. Where a layer
+    set an atol below that, the raise is recorded as a layer of its own (what the report shows as
+    'below the noise floor')."""
+    if floor is None:
         return tolerance
     raised = NOISE_FACTOR * floor.value
-    return replace(tolerance, atol=raised, layers=tolerance.layers + (
-        f"noise floor: atol {tolerance.atol:g} is below {NOISE_FACTOR:g} x the reference's own noise "
-        f"({floor.value:.3g}, {floor.source}), raised to {raised:.3g}",))
+    effective = replace(tolerance, noise_atol=raised)
+    if 0 < tolerance.atol < raised:
+        effective = replace(effective, layers=tolerance.layers + (
+            f"noise floor: atol {tolerance.atol:g} is below {NOISE_FACTOR:g} x the reference's own "
+            f"noise ({floor.value:.3g}, {floor.source}), raised to {raised:.3g}",))
+    return effective
 
 
 def below_floor(tolerance: Tolerance) -> bool:

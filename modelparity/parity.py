@@ -70,8 +70,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     try:
         artifact = harness.artifact(model, format_id, build)
     except StoredBuildError as error:
-        record["error"] = error.details
-        return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
+        return build_failure(format_id, error, record)
     _record_build(record, build, artifact.path)
 
     sizes = {spec.batch_axis: batch} if spec.batch_axis else {}
@@ -98,6 +97,8 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
                        f"{type(error).__name__}: {error}", record=record)
     record["load_seconds"] = round(load_seconds, 3)
     record["facts"] = runner.facts
+    if runner.facts.get("note"):
+        record["notes"].append(f"{format_id}: {runner.facts['note']}")
     ran_otherwise = mismatches(format_id, node.device, node.precision, runner.facts)
     if record["reference_facts"]["compute_precision"] != "f32":
         ran_otherwise.append(f"the reference itself (torch eager) computes float32 work in "
@@ -143,22 +144,24 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         return Outcome("failed", "what ran is not what the format declares, so its numbers are not "
                        "this format's:\n" + "\n".join(f"  {p}" for p in ran_otherwise)
                        + "\n" + comparison.message() + repro, record=record)
-    if problems and spec.builtin:
-        return Outcome("failed", "\n".join(problems) + "\n(a built-in model must be informative)",
-                       record=record)
-    return Outcome("passed", comparison.message(), warnings=problems, record=record,
+    if problems and (spec.builtin or harness.strict_informative):
+        why = "a built-in model must be informative" if spec.builtin else "--strict-informative"
+        return Outcome("failed", "vacuous: " + "\n".join(problems) + f"\n({why})", record=record)
+    return Outcome("passed", comparison.message(), warnings=[f"vacuous check: {p}" for p in problems],
+                   record=record,
                    tolerance_notes=tightened)
 
 
 def compare_with_reference(harness: Harness, model: LoadedModel, format_id: str,
-                           inputs: dict[str, Any], key: tuple[Any, ...], actual: dict[str, Any],
-                           overrides: Sequence[ToleranceOverride]) -> Comparison:
-    """`actual` against torch eager on `inputs`, each output under its layered tolerance raised to
-    the noise floor where the layers ask for less (modelparity.noise_floor), with error/noise ratios."""
+                           inputs: Mapping[str, Any], key: tuple[Any, ...], actual: Mapping[str, Any],
+                           overrides: Sequence[ToleranceOverride], label: str = "") -> Comparison:
+    """`actual` against torch eager on `inputs`, each output under its layered tolerance with the
+    reference's noise floor (modelparity.noise_floor), with error/noise ratios: the comparison
+    every suite that judges a format against torch makes."""
     floors = harness.noise_floors(model, inputs, key)
     return compare(harness.reference_outputs(model, inputs, key), actual,
                    effective_tolerance(harness, model, format_id, overrides, floors),
-                   f"{format_id} vs torch", model.spec.classifier_outputs, floors)
+                   label or f"{format_id} vs torch", model.spec.classifier_outputs, floors)
 
 
 def effective_tolerance(harness: Harness, model: LoadedModel, format_id: str,
@@ -186,14 +189,26 @@ def diverging_node(harness: Harness, model: LoadedModel, format_id: str, inputs:
     if dim is not None and failing.max_abs_index:
         inputs = model.spec.rows(inputs, [failing.max_abs_index[dim]])
     try:
-        return locate(harness, model, format_id, inputs, failing.tolerance.atol, failing.tolerance.rtol)
+        return locate(harness, model, format_id, inputs, failing.tolerance.absolute(0.0),
+                      failing.tolerance.rtol)
     except Exception as error:  # onnx shape inference or ONNX Runtime refusing the exposed graph
         return f"the diverging-node finder could not run: {type(error).__name__}: {error}"
 
 
+def build_failure(format_id: str, error: StoredBuildError, record: dict[str, Any]) -> Outcome:
+    """A conversion that did not produce an artifact: failed, or not applicable when the builder
+    said there is nothing to convert (formats.base.NotApplicable)."""
+    record["error"] = error.details
+    if error.details.get("kind") == "not-applicable":
+        return Outcome("skipped", f"not applicable: {error.details['summary']}", "not-applicable",
+                       record=record)
+    return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
+
+
 def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
-                 strict_backends: bool) -> Outcome | None:
-    """Why this check cannot run here: a backend not installed, or a format that does not apply."""
+                strict_backends: bool, against_torch: bool = True) -> Outcome | None:
+    """Why this check cannot run here: a backend not installed, a format that does not apply, or
+    (for a check `against_torch`) a reference that cannot judge it (modelparity.reference_check)."""
     on_gpu = harness.graph.provider(format_id) != "cpu"
     problems = [p for r in harness.graph.requirements(format_id) if (p := r.problem()) is not None]
     if problems:
@@ -208,6 +223,9 @@ def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int
             if on_gpu and harness.require_gpu:
                 return Outcome("failed", f"--require-gpu: {format_id} cannot run on this machine: {reason}")
             return Outcome("skipped", reason, "not-applicable")
+    verdict = harness.reference_verdict(model) if against_torch else None
+    if verdict is not None and verdict.problem:
+        return Outcome("skipped", f"not judged: {verdict.problem}", "not-judged")
     if batch > 1 and model.spec.batch_axis is None:
         return Outcome("skipped", f"not applicable: model {model.spec.name!r} declares no batch axis",
                        "not-applicable")

@@ -198,7 +198,7 @@ def trace(harness: Any, model: Any, format_id: str, inputs: Mapping[str, np.ndar
     selected = spec.rows(inputs, rows)
     tolerance = PROFILES[harness.graph.nodes[format_id].precision]
     try:
-        located = locate(harness, model, format_id, selected, tolerance.atol, tolerance.rtol)
+        located = locate(harness, model, format_id, selected, tolerance.absolute(0.0), tolerance.rtol)
     except Exception as error:  # onnx shape inference or ONNX Runtime refusing the exposed graph
         return f"the diverging-node finder could not run: {type(error).__name__}: {error}", []
     if isinstance(located, str) or not located.overflows:

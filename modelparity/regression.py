@@ -17,9 +17,9 @@ import numpy as np
 from modelparity.baseline import Baseline, family, write_arrays
 from modelparity.compare import Comparison, compare
 from modelparity.harness import BuildRecord, Harness, LoadedModel
-from modelparity.parity import Outcome, unavailable
+from modelparity.parity import Outcome, build_failure, effective_tolerance, unavailable
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import Tolerance, ToleranceOverride, resolve
+from modelparity.tolerance import ToleranceOverride
 
 INPUT_SEED = 20261127
 
@@ -41,13 +41,13 @@ def _run(harness: Harness, model: LoadedModel, format_id: str, inputs: Mapping[s
 
 
 def check_regression(harness: Harness, model: LoadedModel, format_id: str, siblings: Sequence[str],
-                     layers: Sequence[ToleranceOverride], baseline: Baseline | None,
+                     overrides: Sequence[ToleranceOverride], baseline: Baseline | None,
                      save_to: Path | None, strict_backends: bool) -> Outcome:
     spec = model.spec
     node = harness.graph.nodes[format_id]
     record: dict[str, Any] = {"model": spec.name, "format": format_id, "family": family(format_id),
                               "precision": node.precision, "comparisons": []}
-    stop = unavailable(harness, model, format_id, 1, strict_backends)
+    stop = unavailable(harness, model, format_id, 1, strict_backends, against_torch=False)
     if stop is not None:
         stop.record = record
         if save_to is not None and stop.status == "skipped":
@@ -61,7 +61,7 @@ def check_regression(harness: Harness, model: LoadedModel, format_id: str, sibli
     try:
         actual, build, runner = _run(harness, model, format_id, inputs)
     except StoredBuildError as error:
-        return Outcome("failed", f"conversion failed for {format_id}: {error}", record=record)
+        return build_failure(format_id, error, record)
     except Exception as error:  # the runtime's own refusal, e.g. an opset it does not implement
         return Outcome("failed", f"{format_id} failed to run: {type(error).__name__}: {error}", record=record)
     export = next((s["info"] for s in build.steps if "opset" in s["info"]), {})
@@ -69,8 +69,8 @@ def check_regression(harness: Harness, model: LoadedModel, format_id: str, sibli
                   exporter=export.get("exporter"), runtime=str(runner.facts.get("runtime", "")),
                   chain=[n.id for n in harness.graph.chain(format_id)])
 
-    def tolerance_for(output: str) -> Tolerance:
-        return resolve(node.precision, spec.name, format_id, output, layers)
+    tolerance_for = effective_tolerance(harness, model, format_id, overrides,
+                                        harness.noise_floors(model, inputs, ("opset",)))
 
     comparisons: list[tuple[dict[str, Any], Comparison]] = []
     if baseline is not None:

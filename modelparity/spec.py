@@ -58,7 +58,8 @@ class ModelSpec:
     photos resized, sentences as token ids): a check takes seeded rows of them (with repetition when it
     needs more rows than there are); at sizes of other axes the samples do not have, inputs are
     drawn like the samples. `make_inputs` comes first when a spec gives both.
-    `classifier_outputs` names outputs whose last axis holds class scores (top-k agreement).
+    `classifier_outputs` names outputs that hold class scores (top-k agreement): a tuple of names,
+    whose last axis is the class axis, or {name: class axis} (segmentation: {"masks": 1}).
     `tolerances` overrides tolerance profiles for this model: {format glob or profile name: {...}}.
     `calibration()` returns the inputs INT8 quantisers calibrate on (samples along the batch axis): data
     like the deployment's, and not the evaluation set; without it, 16 samples drawn like the check
@@ -79,7 +80,7 @@ class ModelSpec:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     axis_ranges: dict[str, AxisRange] = field(default_factory=dict)
     batch_axis: str | None = "batch"
-    classifier_outputs: tuple[str, ...] = ()
+    classifier_outputs: tuple[str, ...] | dict[str, int] = ()
     make_inputs: InputGenerator | None = None
     samples: Callable[[], dict[str, np.ndarray]] | None = None
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -52,7 +52,7 @@ def test_tensorrt_engines_live_in_the_store_beside_the_artifact(tmp_path):
 @pytest.mark.slow
 def test_gpu_formats_are_listed_and_skipped_with_the_reason(run_parity):
     result = run_parity("--model", f"{TINY}:build", "--formats", GPU_FORMATS)
-    result.assert_outcomes(skipped=14)
+    result.assert_outcomes(passed=1, skipped=14)
     result.stdout.fnmatch_lines(["modelparity: gpu none (no NVIDIA GPU visible to nvidia-smi)*",
                                  "modelparity: 7 formats resolved: eager-cuda, eager-cuda-tf32, *"])
     report = json.loads((result.reports / "parity.json").read_text())
@@ -67,7 +67,7 @@ def test_gpu_formats_are_listed_and_skipped_with_the_reason(run_parity):
 def test_require_gpu_turns_each_skip_into_a_failure(run_parity):
     result = run_parity("--model", f"{TINY}:build", "--formats", f"onnx-dynamo-ort,{GPU_FORMATS}",
                         "--require-gpu")
-    result.assert_outcomes(passed=2, failed=14)
+    result.assert_outcomes(passed=3, failed=14)
     result.stdout.fnmatch_lines(["*--require-gpu: onnx-dynamo-ort-cuda cannot run on this machine: not "
                                  "applicable: this onnxruntime * offers *, not CUDAExecutionProvider*"])
 

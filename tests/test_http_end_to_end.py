@@ -14,7 +14,7 @@ MODEL = ("--model", f"{TINY}:build_with_preprocess", "--format-plugin", str(BROK
 
 def test_the_service_passes_parity_images_and_bad_requests(run_parity):
     result = run_parity(*MODEL, "--formats", "onnx-dynamo-ort-http")
-    result.assert_outcomes(passed=5)  # b1, b4, images, bad requests, the schemathesis run
+    result.assert_outcomes(passed=6)  # b1, b4, images, bad requests, the schemathesis run
     report = json.loads((result.reports / "http.json").read_text())
     bad = next(c for c in report["checks"] if c["kind"] == "bad-requests")
     statuses = {row["request"]: row["status"] for row in bad["rows"]}

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 def test_cpp_runner_matches_torchscript_and_fails_on_a_perturbed_file(run_parity):
     result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS), "--formats",
                         "torchscript-libtorch-cpp,torchscript-libtorch-cpp-perturbed")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines(["*[[]torchscript-libtorch-cpp-perturbed vs torch[]] FAILED*"])
     report = json.loads((result.reports / "parity.json").read_text())
     clean = next(c for c in report["checks"] if c["test_id"] == "tiny-torchscript-libtorch-cpp-b4")
@@ -27,7 +27,7 @@ def test_a_missing_compiler_is_a_skip_with_the_package_or_a_failure_when_strict(
     monkeypatch.setenv("PATH", str(no_compiler))  # the child pytest is started by absolute path
     args = ("--model", f"{TINY}:build", "--formats", "torchscript-libtorch-cpp", "-rs")
     skipped = run_parity(*args)
-    skipped.assert_outcomes(skipped=2)
+    skipped.assert_outcomes(passed=1, skipped=2)
     skipped.stdout.fnmatch_lines(["*no C++ compiler: g++ is not on PATH: install it with "
                                   "`apt-get install g++*"])
-    run_parity(*args, "--strict-backends").assert_outcomes(failed=2)
+    run_parity(*args, "--strict-backends").assert_outcomes(passed=1, failed=2)

@@ -2,13 +2,14 @@
 reported as a ratio, written by --calibrate and read back."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from modelparity import noise_floor
 from modelparity.noise_floor import NoiseFloor
-from modelparity.tolerance import PROFILES, Tolerance
+from modelparity.tolerance import PROFILES
 from tests.conftest import BROKEN_FORMATS, TINY
 from tests.models import tiny_model
 
@@ -38,11 +39,12 @@ def test_a_model_that_cannot_run_in_float64_keeps_the_thread_part_and_says_why()
 
 def test_a_tolerance_below_the_floor_is_raised_and_says_so():
     floor = NoiseFloor("y", float64_abs=2e-6, threads_abs=5e-7)
-    tight = Tolerance("fp32", atol=1e-12, rtol=0.0, layers=("profile fp32", "spec: tight"))
+    tight = replace(PROFILES["fp32"], atol=1e-12, rtol=0.0, layers=("profile fp32", "spec: tight"))
     raised = noise_floor.apply(tight, floor)
-    assert raised.atol == pytest.approx(noise_floor.NOISE_FACTOR * 2e-6)
+    assert raised.absolute(scale=0.0) == pytest.approx(noise_floor.NOISE_FACTOR * 2e-6)
     assert noise_floor.below_floor(raised) and "below 10 x the reference's own noise" in raised.layers[-1]
-    assert noise_floor.apply(PROFILES["fp32"], floor) is PROFILES["fp32"]  # 1e-4 > 10 x 2e-6
+    profile = noise_floor.apply(PROFILES["fp32"], floor)  # no atol of its own: nothing was raised
+    assert profile.noise_atol == pytest.approx(2e-5) and not noise_floor.below_floor(profile)
     assert noise_floor.ratio_text(6e-6, floor) == "3x noise (floor 2e-06)"
     assert noise_floor.ratio_text(4e-3, floor) == "2,000x noise (floor 2e-06)"
     assert noise_floor.ratio(1.0, NoiseFloor("y", 0.0, 0.0)) is None
@@ -52,7 +54,7 @@ def test_a_tolerance_below_the_floor_is_raised_and_says_so():
 def test_tolerance_below_the_floor_is_reported_not_failed_and_a_wrong_weight_still_fails(run_parity):
     result = run_parity("--model", f"{TINY}:build_tight_tolerance", "--format-plugin", str(BROKEN_FORMATS),
                         "--formats", "onnx-dynamo-ort,onnx-dynamo-perturbed-ort")
-    result.assert_outcomes(passed=2, failed=2)
+    result.assert_outcomes(passed=3, failed=2)
     result.stdout.fnmatch_lines(["*onnx-dynamo-perturbed-ort vs torch* FAILED*x noise (floor *",
                                  "*ToleranceBelowNoiseFloorWarning: onnx-dynamo-ort output 'logits': noise "
                                  "floor: atol 1e-12 is below 10 x the reference's own noise*"])
@@ -68,7 +70,7 @@ def test_tolerance_below_the_floor_is_reported_not_failed_and_a_wrong_weight_sti
 def test_calibrate_writes_the_floors_and_the_next_run_reads_them(run_parity, tmp_path):
     floors = tmp_path / "floors.json"
     run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort", "--calibrate",
-               "--noise-floors", str(floors)).assert_outcomes(passed=2)
+               "--noise-floors", str(floors)).assert_outcomes(passed=3)
     written = json.loads(floors.read_text())["models"]["tiny"]
     assert set(written["batches"]) == {"1", "4"} and written["batches"]["4"]["logits"]["float64_abs"] > 0
     result = run_parity("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort",
@@ -87,7 +89,7 @@ def test_a_failure_prints_a_command_that_reproduces_it_on_the_saved_inputs(run_p
 
     result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
                         "--formats", "onnx-dynamo-perturbed-ort", "--parity-batch", "2")
-    result.assert_outcomes(failed=2)
+    result.assert_outcomes(passed=1, failed=2)
     line = next(line for line in result.stdout.lines if "reproduce on the saved inputs: " in line)
     command = line.split("reproduce on the saved inputs: ", 1)[1]
     saved = shlex.split(command)[shlex.split(command).index("--inputs") + 1]

@@ -75,7 +75,7 @@ def test_the_root_artifact_records_the_interface_a_service_needs(tmp_path):
     reference = f"{tiny_model.__file__}:build_with_preprocess"
     save_model_artifact(tiny_model.build_with_preprocess(), reference, tmp_path)
     interface = ModelArtifact(tmp_path).interface()
-    assert interface.name == "tiny_images" and interface.classifier_outputs == ("logits",)
+    assert interface.name == "tiny_images" and interface.classifier_outputs == {"logits": -1}
     assert interface.preprocess.__qualname__ == "preprocess_image" and interface.module is None
     assert interface.axis_ranges["batch"].max == 8 and interface.dynamic_axes["image"] == {0: "batch"}
 

@@ -20,9 +20,10 @@ import numpy as np
 class Runner(Protocol):
     """Takes and returns named arrays in the model's own layout; `facts` says what really ran.
 
-    A runner may also define `declared_shapes() -> {input: [size or None]}`: the input shapes its
-    artifact declares, in the model's layout, None where a dim is symbolic (suites/dynamic checks
-    that every declared dynamic axis is symbolic there). Formats that cannot tell leave it out.
+    A runner may also define `declared_shapes() -> {tensor: [size or None]}`: the input (and, where
+    the runtime says, output) shapes its artifact declares, in the model's layout, None where a dim
+    is symbolic (suites/dynamic checks that every declared dynamic axis is symbolic there). Formats
+    that cannot tell leave it out.
 
     A runner may also define `timed_call(inputs) -> Callable[[], object]`: the runtime's own inference
     call with the inputs already prepared (layout, dtype, quantisation, resizing done once, outside),
@@ -35,6 +36,12 @@ class Runner(Protocol):
     facts: dict[str, Any]
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class NotApplicable(Exception):
+    """Raised by a builder whose conversion has nothing to do for this model (an INT8 quantiser and
+    a model without MatMul/Conv/Gemm): the format is reported as not applicable, with the reason,
+    never as a conversion failure."""
 
 
 class NotTimeable(RuntimeError):

@@ -16,15 +16,31 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.formats.base import ONNX, ONNXRUNTIME, Format
+from modelparity.formats.base import ONNX, ONNXRUNTIME, Format, NotApplicable
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 from modelparity.models import ModelArtifact
+
+# The operator types ONNX Runtime's quantizers turn into integer kernels by default (a model without
+# any is not quantised at all: the "INT8" file would be the FP32 one under another name).
+QUANTISABLE = frozenset({"MatMul", "Conv", "Gemm", "ConvTranspose", "Attention", "LSTM", "GRU"})
+
+
+def require_quantisable(path: Path, quantiser: str) -> None:
+    """Raise NotApplicable when the graph has nothing `quantiser` would quantise."""
+    import onnx
+
+    types = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+    if not types & QUANTISABLE:
+        raise NotApplicable(f"{quantiser} has nothing to quantise in this model: it has no "
+                            f"{'/'.join(sorted(QUANTISABLE))} node (its operators: "
+                            f"{', '.join(sorted(types)) or 'none'})")
 
 
 def quantize_dynamic(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic as quantize
 
+    require_quantisable(Path(source) / "model.onnx", "onnxruntime quantize_dynamic")
     # DefaultTensorType: ONNX shape inference stops at a custom-domain node (a custom operator), and
     # the quantizer then cannot type the weights after it; they are float32, as ORT's error advises.
     quantize(str(Path(source) / "model.onnx"), str(Path(out) / "model.onnx"),
@@ -47,6 +63,7 @@ def quantize_static(source: str, out: str, params: Mapping[str, Any], model: str
     from onnxruntime.quantization import QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as quantize
 
+    require_quantisable(Path(source) / "model.onnx", "onnxruntime quantize_static")
     samples = ModelArtifact(Path(model)).calibration_samples()
     quantize(str(Path(source) / "model.onnx"), str(Path(out) / "model.onnx"),
              _CalibrationReader(samples), quant_format=QuantFormat.QDQ,

@@ -93,7 +93,7 @@ class OnnxRuntimeRunner:
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         return {i.name: [d if isinstance(d, int) else None for d in i.shape]
-                for i in self._session.get_inputs()}
+                for i in (*self._session.get_inputs(), *self._session.get_outputs())}
 
     def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
         return functools.partial(self._session.run, self._outputs, dict(inputs))

@@ -89,8 +89,9 @@ class OpenVinoRunner:
 
     def declared_shapes(self) -> dict[str, list[int | None]]:
         shapes = {}
-        for name, port in zip(self._inputs, self._compiled.inputs, strict=True):
-            shapes[name] = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
+        for names, ports in ((self._inputs, self._compiled.inputs), (self._outputs, self._compiled.outputs)):
+            for name, port in zip(names, ports, strict=True):
+                shapes[name] = [None if d.is_dynamic else d.get_length() for d in port.get_partial_shape()]
         return shapes
 
     def timed_call(self, inputs: Mapping[str, np.ndarray]) -> Callable[[], Any]:

@@ -133,10 +133,19 @@ class TFLiteRunner:
 
 def delegation(interpreter: Any, xnnpack: bool) -> dict[str, Any]:
     """Whether the XNNPACK delegate took any node: LiteRT lists a DELEGATE kernel per partition it
-    handed to a delegate (the nodes it replaced are still listed, so only the kernels tell)."""
+    handed to a delegate (the nodes it replaced are still listed, so only the kernels tell).
+
+    XNNPACK taking nothing of a file it was offered (an integer-only graph it has no kernels for) is
+    a fact about the file, recorded as a note: LiteRT's builtin kernels then ran it, and that is what
+    the check judged. A file run without XNNPACK that reports a delegate is a mismatch."""
     kernels = sum(1 for op in interpreter._get_ops_details() if op["op_name"] == "DELEGATE")
-    return {"delegate": "XNNPACK" if kernels else "none", "delegate_kernels": kernels,
-            "requested": {"delegate": "XNNPACK" if xnnpack else "none"}}
+    facts: dict[str, Any] = {"delegate": "XNNPACK" if kernels else "none", "delegate_kernels": kernels}
+    if xnnpack and not kernels:
+        facts["note"] = ("XNNPACK was offered and delegated no node of this file; LiteRT's builtin "
+                         "kernels ran all of it")
+    elif not xnnpack:
+        facts["requested"] = {"delegate": "none"}
+    return facts
 
 
 def _pair(model_names: list[str], details: list[dict[str, Any]], artifact_names: list[str]

@@ -71,8 +71,14 @@ class EagerRunner(TorchScriptRunner):
 
 
 def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
-    """A module's return value (tensor, tuple or dict) as named numpy arrays."""
+    """A module's return value (tensor, tuple or dict of tensors) as named numpy arrays; any other
+    structure is a ValueError that says what came back and what the harness can name."""
+    import torch
+
     if isinstance(result, Mapping):
+        if sorted(map(str, result)) != sorted(names):
+            raise ValueError(f"the model returned a dict with keys {sorted(map(str, result))}, but the "
+                             f"spec's output_names are {names}: make them the same")
         values = [result[n] for n in names]
     elif isinstance(result, (tuple, list)):
         values = list(result)
@@ -81,6 +87,12 @@ def as_named_outputs(result: Any, names: list[str]) -> dict[str, np.ndarray]:
     if len(values) != len(names):
         raise ValueError(f"the model returned {len(values)} outputs but the spec names "
                          f"{len(names)}: {names}")
+    for name, value in zip(names, values, strict=True):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"output {name!r} is a {type(value).__name__}, not a tensor: the harness "
+                             "names a tensor, a tuple/list of tensors or a dict of tensors; wrap the "
+                             "module so that forward() returns one of those (e.g. flatten a list of "
+                             "dicts into a tuple)")
     return {n: v.detach().cpu().numpy() for n, v in zip(names, values, strict=True)}
 
 

@@ -16,11 +16,34 @@ SCHEMA_VERSION = 1
 STATUSES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 
 
+# How a matrix cell (one model x format over its batches) reads: the worst of what ran; a skip only
+# when nothing ran (a batch-4 check skipped beside a passing batch-1 one is a pass); a pass that an
+# uninformative reference could not have failed reads "vacuous", never plain green.
+CELL_ORDER = ("failed", "error", "xpassed", "xfailed", "vacuous", "passed", "not-judged", "skipped")
+
+
+def display_status(check: Mapping[str, Any]) -> str:
+    """A check's status as the matrix shows it."""
+    if check["status"] == "passed" and check.get("uninformative"):
+        return "vacuous"
+    if check["status"] == "skipped" and check.get("skip_kind") == "not-judged":
+        return "not-judged"
+    return check["status"]
+
+
+def cell_status(checks: Sequence[Mapping[str, Any]]) -> str:
+    statuses = {display_status(c) for c in checks}
+    return next(s for s in CELL_ORDER if s in statuses)
+
+
 def build_report(checks: Sequence[Mapping[str, Any]], session: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON document: one record per check plus what the run was made of."""
     summary = {status: 0 for status in STATUSES}
+    checks = [{**check, "display_status": display_status(check)} for check in checks]
     for check in checks:
         summary[check["status"]] += 1
+    summary["vacuous"] = sum(c["display_status"] == "vacuous" for c in checks)
+    summary["not-judged"] = sum(c["display_status"] == "not-judged" for c in checks)
     return {
         "schema_version": SCHEMA_VERSION,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

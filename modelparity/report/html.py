@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from modelparity.compare import HISTOGRAM_EDGES
+from modelparity.report import cell_status, display_status
 
-_RANK = {"failed": 5, "error": 5, "xpassed": 4, "xfailed": 3, "skipped": 2, "passed": 1}
 _COLOUR = {"passed": "#c8ecc8", "failed": "#f4b4b4", "error": "#f4b4b4", "skipped": "#e4e4e4",
-           "xfailed": "#f6e3a8", "xpassed": "#f4b4b4"}
+           "xfailed": "#f6e3a8", "xpassed": "#f4b4b4", "vacuous": "#e6eec0", "not-judged": "#d9dcef"}
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 7px;text-align:left}
@@ -60,8 +60,10 @@ def _summary(report: Mapping[str, Any]) -> str:
             ("tools", ", ".join(f"{k} {v}" for k, v in report["tools"].items())),
             ("opsets", str(session.get("opsets"))),
             ("duration", f"{session.get('duration_seconds', 0):.1f} s"),
-            ("tolerances", "; ".join(f"{k}: atol {p['atol']:g} rtol {p['rtol']:g}"
-                                     for k, p in report["tolerance_profiles"].items()))]
+            ("tolerances", "; ".join(
+                f"{k}: {p['scale_atol']:g} x scale + rtol {p['rtol']:g}, cosine >= {p['min_cosine']:g}, "
+                f"SNR >= {p['min_snr_db']:g} dB, |bias| <= {p['max_bias']:g} x scale, |gain - 1| <= "
+                f"{p['max_gain_error']:g}" for k, p in report["tolerance_profiles"].items()))]
     return "<table class='meta'>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
                                             for k, v in rows) + "</table>"
 
@@ -83,14 +85,16 @@ def _matrix(checks: list[Mapping[str, Any]], models: list[str], formats: list[st
             if not group:
                 row += "<td></td>"
                 continue
-            worst = max(group, key=lambda c: _RANK[c["status"]])
+            status = cell_status(group)
+            worst = next(c for c in group if display_status(c) == status)
             errors = [c["worst_abs"] for c in group if "worst_abs" in c]
             ratios = [c["noise_ratio"] for c in group if "noise_ratio" in c]
-            text = f"{max(errors):.2g}" if errors else worst["status"]
+            text = f"{max(errors):.2g}" if errors else status
+            text += f" · {status}" if errors and status in ("vacuous", "not-judged") else ""
             text += f" · {max(ratios):.3g}×N" if ratios else ""
             text += " · ran otherwise" if any(c.get("execution", {}).get("mismatches") for c in group) else ""
             title = escape(worst.get("message", "")[:300], quote=True)
-            row += (f"<td class='cell' style='background:{_COLOUR[worst['status']]}' title='{title}'>"
+            row += (f"<td class='cell' style='background:{_COLOUR[status]}' title='{title}'>"
                     f"<a href='#{_anchor(worst)}'>{escape(text)}</a></td>")
         rows.append(row + "</tr>")
     return "<table>" + "".join(rows) + "</table>"

@@ -5,6 +5,7 @@ batched run equals row i run alone, and one sample repeated answers the same in 
 import pytest
 
 from fixtures.parity import enact
+from fixtures.reference import test_reference  # noqa: F401 (the reference check of each model)
 
 pytestmark = pytest.mark.filterwarnings("default")
 

@@ -6,6 +6,8 @@ See the README's "Dynamic axes" for the statuses and the profiles (--dynamic-pro
 
 import pytest
 
+from fixtures.reference import test_reference  # noqa: F401 (the reference check of each model)
+
 pytestmark = pytest.mark.filterwarnings("default")
 
 

@@ -62,6 +62,54 @@ def scale_one_weight_scale(source, out, params, model):
     return {"scaled": scale.name}
 
 
+def break_batched_rows(source, out, params, model):
+    """Copy the ONNX file with every output row after the first broken (`kind`): "offset" adds 5% of
+    the output's range, "gain" scales by 1.1, "uncorrelated" replaces it by a deterministic function
+    of the output that is uncorrelated with it. Row 0 is left alone, so that a batch of one passes
+    and batch consistency, parity at batch > 1 and dynamic shapes must find it; every transform is
+    relative to the output itself, so it breaks a model at any output scale the same way."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load(str(Path(source) / "model.onnx"))
+    graph = proto.graph
+    y_out, y = graph.output[0].name, "b_unbroken"
+    for node in graph.node:
+        node.output[:] = [y if name == y_out else name for name in node.output]
+
+    def const(name, value):
+        graph.initializer.append(helper.make_tensor(name, TensorProto.FLOAT, [], [value]))
+        return name
+
+    nodes = [helper.make_node("Mul", [y, const("b_zero", 0.0)], ["b_zeros"]),
+             helper.make_node("Add", ["b_zeros", const("b_one", 1.0)], ["b_ones"]),
+             helper.make_node("CumSum", ["b_ones", "b_axis"], ["b_counts"]),
+             helper.make_node("Sub", ["b_counts", "b_one"], ["b_index"]),
+             helper.make_node("Min", ["b_index", "b_one"], ["b_mask"])]
+    graph.initializer.append(helper.make_tensor("b_axis", TensorProto.INT64, [], [0]))
+    if params["kind"] == "offset":
+        nodes += [helper.make_node("ReduceMax", [y], ["b_max"], keepdims=0),
+                  helper.make_node("ReduceMin", [y], ["b_min"], keepdims=0),
+                  helper.make_node("Sub", ["b_max", "b_min"], ["b_range"]),
+                  helper.make_node("Mul", ["b_range", const("b_share", 0.05)], ["b_delta"])]
+    elif params["kind"] == "gain":
+        nodes += [helper.make_node("Mul", [y, const("b_gain", 0.1)], ["b_delta"])]
+    else:
+        nodes += [helper.make_node("Abs", [y], ["b_abs"]),
+                  helper.make_node("ReduceMax", ["b_abs"], ["b_peak"], keepdims=0),
+                  helper.make_node("Div", [y, "b_peak"], ["b_unit"]),
+                  helper.make_node("Mul", ["b_unit", const("b_freq", 997.0)], ["b_phase"]),
+                  helper.make_node("Sin", ["b_phase"], ["b_wave"]),
+                  helper.make_node("Mul", ["b_wave", "b_peak"], ["b_noise"]),
+                  helper.make_node("Sub", ["b_noise", y], ["b_delta"])]
+    nodes += [helper.make_node("Mul", ["b_mask", "b_delta"], ["b_masked"]),
+              helper.make_node("Add", [y, "b_masked"], [y_out])]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(Path(out) / "model.onnx"))
+    return {"broken": params["kind"]}
+
+
 def fix_input_shapes(source, out, params, model):
     """Copy the ONNX file with every symbolic input dim fixed at the export inputs' size."""
     import onnx
@@ -157,6 +205,9 @@ def applies_when_asked(machine):
     return "not applicable: MODELPARITY_TEST_GATED unset"
 
 
+BROKEN_ROWS = ("offset", "gain", "uncorrelated")
+
+
 def formats(graph, options):
     service = HERE.with_name("broken_service.py")
     http = [http_format(graph, "onnx-dynamo-ort", options, "http-bgr",
@@ -175,6 +226,10 @@ def formats(graph, options):
         Format("badscale", parent="onnx-dynamo-int8dyn", build=f"{HERE}:scale_one_weight_scale",
                params={"factor": 4.0}, precision="int8", produces="onnx"),
         Format("ort", parent="onnx-dynamo-int8dyn-badscale", precision="int8", **ort),
+        *[Format(kind, parent="onnx-dynamo", build=f"{HERE}:break_batched_rows", params={"kind": kind},
+                 produces="onnx") for kind in BROKEN_ROWS],
+        *[Format(f"ort-{precision}", parent=f"onnx-dynamo-{kind}", precision=precision, **ort)
+          for kind in BROKEN_ROWS for precision in ("fp16", "bf16", "int8")],
         Format("fixed", parent="onnx-dynamo", build=f"{HERE}:fix_input_shapes", produces="onnx"),
         Format("ort", parent="onnx-dynamo-fixed", **ort),
         Format("ort-declared-static", parent="onnx-dynamo-fixed", fixed_shapes="input shapes fixed "

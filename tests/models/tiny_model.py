@@ -27,12 +27,17 @@ class Overflowing(Tiny):
         return torch.sign(logits) * torch.sqrt(energy + 1.0) / 300.0
 
 
-def build_fp16_overflow() -> ModelSpec:
-    spec = build(name="tiny_overflow")
-    overflowing = Overflowing().eval()
-    overflowing.load_state_dict(spec.module.state_dict())
-    spec.module = overflowing
+def _with_forward(module_class: type, name: str) -> ModelSpec:
+    """Tiny's spec and weights with another forward (a subclass of Tiny)."""
+    spec = build(name=name)
+    module = module_class().eval()
+    module.load_state_dict(spec.module.state_dict())
+    spec.module = module
     return spec
+
+
+def build_fp16_overflow() -> ModelSpec:
+    return _with_forward(Overflowing, "tiny_overflow")
 
 
 class LeaksAcrossTheBatchWhenExported(Tiny):
@@ -48,11 +53,7 @@ class LeaksAcrossTheBatchWhenExported(Tiny):
 
 
 def build_batch_leak() -> ModelSpec:
-    spec = build(name="tiny_batch_leak")
-    leaking = LeaksAcrossTheBatchWhenExported().eval()
-    leaking.load_state_dict(spec.module.state_dict())
-    spec.module = leaking
-    return spec
+    return _with_forward(LeaksAcrossTheBatchWhenExported, "tiny_batch_leak")
 
 
 SIDE = 16
@@ -148,9 +149,50 @@ def build_nan() -> ModelSpec:
 
 
 def build_uninformative() -> ModelSpec:
-    """Outputs of about 1e-7: any export would pass an atol of 1e-4."""
+    """A bias that outweighs the input's part a thousand to one: every input gets the same top-1
+    class, so a format that ignored its input would agree with it."""
     spec = build()
     with torch.no_grad():
-        spec.module.head.weight.mul_(1e-8)
-        spec.module.head.bias.zero_()
+        spec.module.head.weight.mul_(1e-3)
+        spec.module.head.bias.copy_(torch.tensor([10.0, 0.0, 0.0, 0.0, 0.0]))
     return spec
+
+
+def _scaled(scale: float) -> ModelSpec:
+    """Tiny with its logits multiplied by `scale`: the pass rule must follow the output's scale."""
+    spec = build(name=f"tiny_x{scale:g}")
+    with torch.no_grad():
+        spec.module.head.weight.mul_(scale)
+        spec.module.head.bias.mul_(scale)
+    return spec
+
+
+def build_milli() -> ModelSpec:
+    return _scaled(1e-3)
+
+
+def build_kilo() -> ModelSpec:
+    return _scaled(1e3)
+
+
+class DropoutLeftOn(Tiny):
+    """training left on in forward: every call drops a different tenth of the features."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = torch.relu(self.conv(image)).mean((2, 3))
+        return self.head(torch.nn.functional.dropout(features, p=0.1, training=True))
+
+
+def build_dropout() -> ModelSpec:
+    return _with_forward(DropoutLeftOn, "tiny_dropout")
+
+
+class ListOfDicts(Tiny):
+    """Returns a structure the harness cannot name (detection models do: a list of dicts)."""
+
+    def forward(self, image: torch.Tensor):
+        return [{"logits": super().forward(image)}]
+
+
+def build_list_of_dicts() -> ModelSpec:
+    return _with_forward(ListOfDicts, "tiny_list_of_dicts")
