@@ -34,10 +34,6 @@ PROFILE_COMPUTE: dict[str, set[str] | None] = {
 
 DEVICE_KINDS: dict[str, set[str]] = {"cpu": {"CPU"}, "cuda": {"CUDA", "TensorRT"}}
 
-# The device each ONNX Runtime execution provider runs nodes on, as `devices` names it.
-PROVIDER_DEVICES = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
-                    "TensorrtExecutionProvider": "TensorRT"}
-
 # ONNX Runtime's CUDA and TensorRT providers deliberately leave shape computations on the CPU (they
 # feed shapes, not data); a node of any other type on the CPU is a fallback.
 SHAPE_OPS = frozenset({"Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast",

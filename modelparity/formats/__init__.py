@@ -1,40 +1,28 @@
-"""The format graph: every format module contributes nodes, in an order where parents come first.
+"""The format graph: every format module contributes nodes, each added once its parent is there.
 
-A new format is one module with `formats(graph, options) -> list[Format]`, added to FORMAT_MODULES
-(or given to pytest with --format-plugin, which takes the same function from any module or file).
+A new format is one module in this package with `formats(graph, options) -> list[Format]` (or given
+to pytest with --format-plugin, which takes the same function from any module or file): modules are
+discovered, not listed, and asked again until the graph stops growing, so a module whose parents come
+from another module (or that attaches to every node of a kind, as ONNX Runtime does to every ONNX
+artifact) needs no place in any order. A module returns the nodes it can make from the graph it is
+given; it may also raise KeyError for a parent that is not there yet.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import importlib
+import pkgutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from modelparity.execution import PROVIDER_DEVICES
 from modelparity.formats.base import EnvironmentRequirement, Format, Requirement
 from modelparity.references import import_module_of
 
-FORMAT_MODULES = (
-    "modelparity.formats.torchscript",
-    "modelparity.formats.torch_cuda",
-    "modelparity.formats.libtorch_cpp",
-    "modelparity.formats.onnx_export",
-    "modelparity.formats.onnx_fp16",
-    "modelparity.formats.onnx_int8",
-    "modelparity.formats.ort_transformers",
-    "modelparity.formats.openvino",
-    "modelparity.formats.openvino_int8",
-    "modelparity.formats.onnx2tf",
-    "modelparity.formats.tflite",
-    "modelparity.formats.onnx_tf",
-    "modelparity.formats.onnxruntime",
-    "modelparity.formats.http",
-)
+# The modules whose roots head the graph (and the report's rows): torch itself, on the CPU and on CUDA;
+# the others follow in name order.
+FIRST_MODULES = ("modelparity.formats.torchscript", "modelparity.formats.torch_cuda")
 
-
-PROVIDER_KINDS = {provider: device.lower() for provider, device in PROVIDER_DEVICES.items()}
-PROVIDERS = tuple(PROVIDER_KINDS.values())  # cpu, cuda, tensorrt: what --providers names
 
 
 class FormatGraphError(ValueError):
@@ -84,22 +72,59 @@ class FormatGraph:
                 and (self.providers is None or self.provider(node.id) in self.providers)]
 
     def provider(self, format_id: str) -> str:
-        """What a format runs on, as --providers names it: cpu, cuda or tensorrt (ONNX Runtime's
-        first provider where the chain sets one, else the chain's device)."""
+        """What a format runs on, as --providers names it (cpu, cuda, tensorrt): the nearest node
+        of its chain that declares `runs_on`, else the chain's device."""
         for node in reversed(self.chain(format_id)):
-            first = next(iter(node.params.get("providers", ())), None)
-            if first is not None:
-                return PROVIDER_KINDS.get(first, first)
+            if node.runs_on is not None:
+                return node.runs_on
         return next((n.device for n in self.chain(format_id) if n.device != "cpu"), "cpu")
+
+    def provider_kinds(self) -> list[str]:
+        """Every kind --providers can name in this graph."""
+        return sorted({self.provider(node.id) for node in self.nodes.values() if node.load is not None})
+
+
+def format_modules() -> list[Any]:
+    """Every module of this package that defines `formats` (helpers such as base and layout do not)."""
+    names = sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in names]
+    modules = [m for m in modules if hasattr(m, "formats")]
+    return sorted(modules, key=lambda m: (FIRST_MODULES + (m.__name__,)).index(m.__name__))
 
 
 def build_graph(options: Mapping[str, Any], plugins: Sequence[str] = ()) -> FormatGraph:
-    """The built-in formats, then each plugin's, for the resolved `options` (e.g. opsets)."""
-    graph = FormatGraph(recipe={"options": dict(options), "plugins": list(plugins)})
-    modules = [importlib.import_module(name) for name in FORMAT_MODULES]
-    modules += [import_module_of(f"{plugin}:formats") for plugin in plugins]
+    """The discovered formats and each plugin's, for the resolved `options` (e.g. opsets): every
+    module is asked until a round adds nothing; a node's id may come from one module only."""
+    modules = format_modules() + [import_module_of(f"{plugin}:formats") for plugin in plugins]
     for module in modules:
         if not hasattr(module, "formats"):
             raise FormatGraphError(f"{module.__name__} has no formats(graph, options) function")
-        graph.add(module.formats(graph.nodes, options))
+    graph = FormatGraph(recipe={"options": dict(options), "plugins": list(plugins)})
+    origin: dict[str, str] = {}
+    waiting: dict[str, str] = {}
+    grew = True
+    while grew:
+        grew, waiting = False, {}
+        for module in modules:
+            try:
+                nodes = module.formats(graph.nodes, options)
+            except KeyError as missing:
+                waiting[module.__name__] = str(missing)
+                continue
+            for node in nodes:
+                if origin.get(node.id) == module.__name__:
+                    continue
+                if node.id in origin:
+                    raise FormatGraphError(
+                        f"format id {node.id!r} is declared by both {origin[node.id]} and "
+                        f"{module.__name__}: rename one (ONNX Runtime attaches a runner named 'ort' "
+                        "to every format that produces ONNX; a plugin need not declare it)")
+                if node.parent is not None and node.parent not in graph.nodes:
+                    continue  # its parent may come from a module asked later in this round
+                graph.add([node])
+                origin[node.id] = module.__name__
+                grew = True
+    if waiting:
+        raise FormatGraphError("; ".join(f"{name} needs format {key}, which no module declares"
+                                         for name, key in waiting.items()))
     return graph

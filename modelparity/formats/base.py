@@ -105,6 +105,12 @@ class Format:
         requires it to refuse other shapes and reports it as static.
     device: where it runs, "cpu" or an accelerator ("cuda"); tests of accelerator formats carry the
         pytest marker `gpu`.
+    runs_on: the execution provider kind it selects, as --providers names it ("cpu", "cuda",
+        "tensorrt"); None: its chain's device.
+    serves_http: its runner is a service over another format's runner (the HTTP checks and the
+        load test apply to it).
+    times_natively: its runner's program also times itself (`native_latency(inputs, warmup,
+        repeat)`), reported beside the harness's timing in suites/latency.
     isolate_runtime: its runtime is native code that has crashed processes: parity and dynamic run
         its runner in a worker process (modelparity/runner_worker.py).
     custom_ops: it carries a model's custom operators (modelparity/custom_ops.py): its converter
@@ -124,6 +130,9 @@ class Format:
     produces: str | None = None
     fixed_shapes: str | None = None
     device: str = "cpu"
+    runs_on: str | None = None
+    serves_http: bool = False
+    times_natively: bool = False
     isolate_runtime: bool = False
     custom_ops: bool = False
     description: str = ""

@@ -138,8 +138,8 @@ def http_format(graph: Mapping[str, Format], inner: str, options: Mapping[str, A
     """The service over the runner format `inner`; `params` may name the service's own `preprocess`
     or application factory (`app`), each as "module:function"."""
     return Format(name, parent=inner, load=HttpRunner, requires=graph[inner].requires + SERVE,
-                  custom_ops=True, params={"inner": inner, "options": dict(options), **params},
-                  precision=graph[inner].precision,
+                  custom_ops=True, serves_http=True, precision=graph[inner].precision,
+                  params={"inner": inner, "options": dict(options), **params},
                   description=f"modelparity.serve (FastAPI + uvicorn) over {inner}, POST /v1/infer")
 
 

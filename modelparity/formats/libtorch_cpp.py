@@ -127,5 +127,5 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
     if "torchscript" not in graph:
         return []
     return [Format("libtorch-cpp", parent="torchscript", build="modelparity.formats.libtorch_cpp:build",
-                   load=LibTorchCppRunner, requires=(TORCH, COMPILER),
+                   load=LibTorchCppRunner, requires=(TORCH, COMPILER), times_natively=True,
                    description="the TorchScript file run by a C++ program linked against LibTorch")]

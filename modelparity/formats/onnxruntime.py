@@ -13,16 +13,20 @@ from typing import Any
 import numpy as np
 
 from modelparity.custom_ops import onnxruntime_libraries
-from modelparity.execution import PROVIDER_DEVICES, SHAPE_OPS
+from modelparity.execution import SHAPE_OPS
 from modelparity.formats.base import ONNXRUNTIME, Format, LoadContext
 from modelparity.formats.onnx_export import PRIMARY_ONNX
 from modelparity.gpu import GPU_INSTALL, gpu_facts
 from modelparity.models import ModelArtifact
 
 LEVELS = ("disabled", "basic", "extended", "all")
+# The device each execution provider runs nodes on, as a runner's `devices` fact names it.
+PROVIDER_DEVICES = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
+                    "TensorrtExecutionProvider": "TensorRT"}
+# name suffix -> (the providers in priority order, the kind --providers names it by)
 GPU_PROVIDERS = {
-    "cuda": ("CUDAExecutionProvider", "CPUExecutionProvider"),
-    "trt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+    "cuda": (("CUDAExecutionProvider", "CPUExecutionProvider"), "cuda"),
+    "trt": (("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"), "tensorrt"),
 }
 # The CUDA provider computes float32 MatMul/Conv in TF32 unless use_tf32=0: an fp32 format asks for
 # float32. TensorRT builds FP16 kernels only with trt_fp16_enable; its engines are kept (cache).
@@ -167,7 +171,7 @@ def _ort(parent: str, name: str = "ort", precision: str = "fp32", **params: Any)
 
 def _gpu(parent: str, name: str, precision: str = "fp32", fp16_engine: bool = False) -> Format:
     """ONNX Runtime on the CUDA or TensorRT provider; the CUDA provider with TF32 off for float32."""
-    providers = GPU_PROVIDERS[name]
+    providers, kind = GPU_PROVIDERS[name]
     options: dict[str, dict[str, str]] = dict(CUDA_FP32) if precision == "fp32" else {}
     if name == "trt":
         options["TensorrtExecutionProvider"] = {"trt_fp16_enable": str(fp16_engine)}
@@ -175,7 +179,7 @@ def _gpu(parent: str, name: str, precision: str = "fp32", fp16_engine: bool = Fa
     return Format(f"ort-{name}{suffix}", parent=parent, load=OnnxRuntimeRunner, precision=precision,
                   params={"level": "all", "providers": list(providers), "provider_options": options},
                   requires=(ONNXRUNTIME,), applies=provider_offered(providers[0]), device="cuda",
-                  custom_ops=True, description=f"ONNX Runtime on {providers[0]}"
+                  runs_on=kind, custom_ops=True, description=f"ONNX Runtime on {providers[0]}"
                   + (" with FP16 engines" if fp16_engine else ""))
 
 
