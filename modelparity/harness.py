@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.checks.noise_floor import FloorFile, NoiseFloor, float64_copy
+from modelparity.checks.noise_floor import measure as measure_floors
+from modelparity.checks.reference import ReferenceVerdict, check_reference
 from modelparity.formats import FormatGraph
 from modelparity.formats.base import LoadContext, Runner
 from modelparity.isolate import IsolatedError, run_isolated
 from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
-from modelparity.noise_floor import FloorFile, NoiseFloor, float64_copy
-from modelparity.noise_floor import measure as measure_floors
-from modelparity.reference_check import ReferenceVerdict, check_reference
 from modelparity.references import import_module_of
 from modelparity.runner_worker import IsolatedRunner
 from modelparity.spec import ModelSpec, SpecError
@@ -99,7 +99,7 @@ class Harness:
 
     def noise_floors(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], key: tuple[Any, ...]
                      ) -> dict[str, NoiseFloor]:
-        """The reference's own noise per output on `inputs` (modelparity.noise_floor): from the
+        """The reference's own noise per output on `inputs` (modelparity.checks.noise_floor): from the
         committed floor file when it has this model, batch and weights; measured otherwise."""
         if key not in model._floors:
             batch = key[0]
@@ -134,7 +134,7 @@ class Harness:
         return self._models[reference]
 
     def reference_verdict(self, model: LoadedModel) -> ReferenceVerdict:
-        """Whether torch eager can serve as this model's reference (modelparity.reference_check),
+        """Whether torch eager can serve as this model's reference (modelparity.checks.reference),
         checked once per session on a seeded batch (of 4 where the batch axis allows)."""
         if model._verdict is None:
             spec = model.spec

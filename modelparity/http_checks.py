@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.compare import Comparison, compare
+from modelparity.checks.compare import Comparison, compare
+from modelparity.checks.tolerance import PROFILES
 from modelparity.images import upload_images, zero_size_png
-from modelparity.tolerance import PROFILES
 
 LARGE_BODY = 50 * 1024 * 1024
 

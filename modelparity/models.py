@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.compare import class_axes
+from modelparity.checks.compare import class_axes
 from modelparity.references import BadReference, import_module_of, import_target
 from modelparity.spec import AxisRange, ModelSpec, SpecError, validate
 from modelparity.zoo import BUILTIN_MODELS

@@ -44,11 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
+    from modelparity.checks.parity import compare_with_reference
+    from modelparity.checks.tolerance import parse_overrides
     from modelparity.formats import build_graph
     from modelparity.harness import BuildRecord, Harness
-    from modelparity.parity import compare_with_reference
     from modelparity.store import ArtifactStore, StoredBuildError
-    from modelparity.tolerance import parse_overrides
 
     if not args.inputs.is_file():
         parser.error(f"{args.inputs}: no such file; the failure message names the .npz its check saved")

@@ -226,7 +226,7 @@ def validate(spec: object, origin: str) -> ModelSpec:
                             + (f" (multiples of {bounds.multiple_of})" if bounds.multiple_of > 1 else ""))
     if spec.batch_axis is not None and spec.batch_axis not in spec.example_sizes():
         spec.batch_axis = None
-    from modelparity.tolerance import ToleranceConfigError, parse_overrides
+    from modelparity.checks.tolerance import ToleranceConfigError, parse_overrides
 
     try:
         parse_overrides([{"match": k, **v} for k, v in spec.tolerances.items()], f"{where} tolerances")

@@ -5,8 +5,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from modelparity.compare import compare, uninformative_reasons
-from modelparity.tolerance import PROFILES
+from modelparity.checks.compare import compare, uninformative_reasons
+from modelparity.checks.tolerance import PROFILES
 
 FP32 = PROFILES["fp32"]
 

@@ -3,7 +3,7 @@ facts hold (the machine of the other kind is reasoned about here, with its flags
 
 import pytest
 
-from modelparity.expectations import ExpectationError, machine_facts, parse_expected_failures
+from modelparity.checks.expectations import ExpectationError, machine_facts, parse_expected_failures
 
 AVX2_EPYC = machine_facts({"avx2", "fma", "f16c"}, "x86_64", has_gpu=False)
 AVX512_EPYC = machine_facts({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}, "x86_64", has_gpu=False)

@@ -7,9 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from modelparity import noise_floor
-from modelparity.noise_floor import NoiseFloor
-from modelparity.tolerance import PROFILES
+from modelparity.checks import noise_floor
+from modelparity.checks.noise_floor import NoiseFloor
+from modelparity.checks.tolerance import PROFILES
 from tests.conftest import BROKEN_FORMATS, TINY
 from tests.models import tiny_model
 

@@ -5,10 +5,10 @@ is tests/test_verdict_end_to_end.py)."""
 import numpy as np
 import pytest
 
-from modelparity.compare import compare
-from modelparity.noise_floor import NoiseFloor
-from modelparity.noise_floor import apply as apply_floor
-from modelparity.tolerance import PROFILES
+from modelparity.checks.compare import compare
+from modelparity.checks.noise_floor import NoiseFloor
+from modelparity.checks.noise_floor import apply as apply_floor
+from modelparity.checks.tolerance import PROFILES
 
 SCALES = (1e-3, 1.0, 1e3)
 # What a clean format of each precision adds, relative to the output's RMS (the zoo's measured

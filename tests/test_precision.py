@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from modelparity.precision import (
+from modelparity.checks.precision import (
     GATES,
     DriftConfigError,
     gate_for,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from modelparity.tolerance import PROFILES, ToleranceConfigError, parse_overrides, resolve
+from modelparity.checks.tolerance import PROFILES, ToleranceConfigError, parse_overrides, resolve
 
 
 def test_profile_applies_without_overrides():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from modelparity.compare import uninformative_reasons
+from modelparity.checks.compare import uninformative_reasons
+from modelparity.checks.tolerance import PROFILES
 from modelparity.models import load_spec
-from modelparity.tolerance import PROFILES
 from modelparity.zoo import BUILTIN_MODELS
 
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelparity.checks.tolerance import PROFILES
 from modelparity.machine import machine_info, tool_versions
-from modelparity.tolerance import PROFILES
 
 SCHEMA_PATH = Path(__file__).with_name("parity.schema.json")
 SCHEMA_VERSION = 1

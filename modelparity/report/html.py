@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from modelparity.compare import HISTOGRAM_EDGES
+from modelparity.checks.compare import HISTOGRAM_EDGES
 from modelparity.report import cell_status, display_status
 
 _COLOUR = {"passed": "#c8ecc8", "failed": "#f4b4b4", "error": "#f4b4b4", "skipped": "#e4e4e4",

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.compare import compare
+from modelparity.checks.compare import compare
+from modelparity.checks.parity import INPUT_SEED, Outcome, build_failure, effective_tolerance, unavailable
+from modelparity.checks.tolerance import ToleranceOverride
 from modelparity.harness import BuildRecord, Harness, LoadedModel
-from modelparity.parity import INPUT_SEED, Outcome, build_failure, effective_tolerance, unavailable
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import ToleranceOverride
 
 # Three rows: odd, and neither the export's batch (2) nor parity's (1 and 4), so a batch axis frozen
 # at any of them, or a kernel tuned for even sizes, shows; and 5 runs per format stay cheap.

@@ -1,7 +1,7 @@
 """One comparison for every suite: structure first, then statistics, then a verdict a user can act on.
 
 All statistics are computed in float64 after casting both sides up. Relative error divides by |ref|
-(elements where ref == 0 are left out of max rel). See modelparity.tolerance for the pass rule.
+(elements where ref == 0 are left out of max rel). See modelparity.checks.tolerance for the pass rule.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.noise_floor import NoiseFloor
-from modelparity.noise_floor import ratio as noise_ratio
-from modelparity.noise_floor import ratio_text as noise_ratio_text
-from modelparity.tolerance import Tolerance
+from modelparity.checks.noise_floor import NoiseFloor
+from modelparity.checks.noise_floor import ratio as noise_ratio
+from modelparity.checks.noise_floor import ratio_text as noise_ratio_text
+from modelparity.checks.tolerance import Tolerance
 
 
 class UninformativeReferenceWarning(UserWarning):
@@ -55,7 +55,7 @@ class OutputComparison:
     top1_agreement: float | None = None
     top5_agreement: float | None = None
     abs_error_histogram: list[int] = field(default_factory=list)
-    noise_floor: float | None = None  # the reference's own noise (modelparity.noise_floor)
+    noise_floor: float | None = None  # the reference's own noise (modelparity.checks.noise_floor)
     noise_ratio: float | None = None  # max_abs / noise_floor
     noise_text: str = ""
 
@@ -164,7 +164,7 @@ def class_axes(classifier_outputs: Sequence[str] | Mapping[str, int]) -> dict[st
 
 def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
                     classifier_axis: int | None) -> OutputComparison:
-    """One output under the pass rule (modelparity.tolerance); `classifier_axis` is the class axis
+    """One output under the pass rule (modelparity.checks.tolerance); `classifier_axis` is the class axis
     of a classifier output (top-1 agreement), None otherwise."""
     result = OutputComparison(name=name, tolerance=tol, shape=tuple(ref.shape))
     if out.shape != ref.shape:

@@ -8,7 +8,7 @@ that have nothing to do with the format.
 
 The noise floor of an output is the largest of, per element over the check's own inputs:
   |eager float32 - eager float64|  and  |eager float32 (default threads) - eager float32 (1 thread)|.
-The absolute part of every element bound is at least NOISE_FACTOR x floor (modelparity.tolerance):
+The absolute part of every element bound is at least NOISE_FACTOR x floor (modelparity.checks.tolerance):
 the profile (and the model's and project's layers) decide, unless they ask for less than the
 reference can give; and within that bound the semantic gates (cosine, SNR, bias, gain) are not
 applied, since the difference is the reference's own noise. A format's
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from modelparity.tolerance import Tolerance
+from modelparity.checks.tolerance import Tolerance
 
 # Why 10: an export re-orders and fuses operations, which changes rounding by about as much as the
 # float32 reference's own distance from float64 (measured on the zoo: FP32 ONNX formats sit at

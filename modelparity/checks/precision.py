@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from modelparity.checks.tolerance import PROFILES
 from modelparity.diverge import Divergence, locate
 from modelparity.spec import ModelSpec
-from modelparity.tolerance import PROFILES
 
 SAMPLES = 256
 SEED = 20261126

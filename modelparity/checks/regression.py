@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from modelparity.baseline import Baseline, family, write_arrays
-from modelparity.compare import Comparison, compare
+from modelparity.checks.compare import Comparison, compare
+from modelparity.checks.parity import Outcome, build_failure, effective_tolerance, unavailable
+from modelparity.checks.tolerance import ToleranceOverride
 from modelparity.harness import BuildRecord, Harness, LoadedModel
-from modelparity.parity import Outcome, build_failure, effective_tolerance, unavailable
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import ToleranceOverride
 
 INPUT_SEED = 20261127
 

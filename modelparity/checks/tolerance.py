@@ -36,7 +36,7 @@ class Tolerance:
 
     `atol` is absolute, in the output's own unit: 0 in every profile, for a user who knows what an
     error of their output means; `noise_atol` is NOISE_FACTOR x the reference's noise floor, set per
-    check (modelparity.noise_floor).
+    check (modelparity.checks.noise_floor).
     """
 
     profile: str

@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelparity.checks.parity import Outcome, build_failure, compare_with_reference, unavailable
+from modelparity.checks.tolerance import ToleranceOverride
 from modelparity.harness import BuildRecord, Harness, LoadedModel
-from modelparity.parity import Outcome, build_failure, compare_with_reference, unavailable
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import ToleranceOverride
 
 
 @dataclass

@@ -14,17 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelparity.compare import Comparison, compare, uninformative_reasons
+from modelparity.checks.compare import Comparison, compare, uninformative_reasons
+from modelparity.checks.noise_floor import NOISE_FACTOR, NoiseFloor, below_floor
+from modelparity.checks.noise_floor import apply as apply_floor
+from modelparity.checks.tolerance import Tolerance, ToleranceOverride, parse_overrides, resolve
 from modelparity.diverge import Divergence, locate
 from modelparity.execution import mismatches, torch_facts
 from modelparity.execution import summary as execution_summary
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.machine import machine_info
-from modelparity.noise_floor import NOISE_FACTOR, NoiseFloor, below_floor
-from modelparity.noise_floor import apply as apply_floor
 from modelparity.repro import command
 from modelparity.store import StoredBuildError
-from modelparity.tolerance import Tolerance, ToleranceOverride, parse_overrides, resolve
 
 INPUT_SEED = 20261125
 
@@ -156,7 +156,7 @@ def compare_with_reference(harness: Harness, model: LoadedModel, format_id: str,
                            inputs: Mapping[str, Any], key: tuple[Any, ...], actual: Mapping[str, Any],
                            overrides: Sequence[ToleranceOverride], label: str = "") -> Comparison:
     """`actual` against torch eager on `inputs`, each output under its layered tolerance with the
-    reference's noise floor (modelparity.noise_floor), with error/noise ratios: the comparison
+    reference's noise floor (modelparity.checks.noise_floor), with error/noise ratios: the comparison
     every suite that judges a format against torch makes."""
     floors = harness.noise_floors(model, inputs, key)
     return compare(harness.reference_outputs(model, inputs, key), actual,
@@ -208,7 +208,7 @@ def build_failure(format_id: str, error: StoredBuildError, record: dict[str, Any
 def unavailable(harness: Harness, model: LoadedModel, format_id: str, batch: int,
                 strict_backends: bool, against_torch: bool = True) -> Outcome | None:
     """Why this check cannot run here: a backend not installed, a format that does not apply, or
-    (for a check `against_torch`) a reference that cannot judge it (modelparity.reference_check)."""
+    (for a check `against_torch`) a reference that cannot judge it (modelparity.checks.reference)."""
     on_gpu = harness.graph.provider(format_id) != "cpu"
     problems = [p for r in harness.graph.requirements(format_id) if (p := r.problem()) is not None]
     if problems:
