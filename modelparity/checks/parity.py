@@ -31,7 +31,8 @@ INPUT_SEED = 20261125
 
 @dataclass
 class Outcome:
-    """status: passed, failed, skipped. `skip_kind` separates 'missing-backend' from 'not-applicable'."""
+    """status: passed, failed, skipped. `skip_kind` says why a skip: 'missing-backend',
+    'not-applicable' or 'not-judged' (the model's reference failed its own check)."""
 
     status: str
     message: str = ""
