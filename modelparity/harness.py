@@ -18,16 +18,20 @@ from modelparity.checks.noise_floor import FloorFile, NoiseFloor, float64_copy
 from modelparity.checks.noise_floor import measure as measure_floors
 from modelparity.checks.reference import ReferenceVerdict, check_reference
 from modelparity.formats import FormatGraph
-from modelparity.formats.base import LoadContext, Runner
+from modelparity.formats.base import LoadContext, Requirement, Runner
 from modelparity.isolate import IsolatedError, run_isolated
 from modelparity.machine import versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
 from modelparity.references import import_module_of
-from modelparity.runner_worker import IsolatedRunner
+from modelparity.runner_worker import IsolatedRunner, RuntimeWorkers
 from modelparity.spec import ModelSpec, SpecError
 from modelparity.store import Artifact, ArtifactStore, StoredBuildError, content_key
 
 REFERENCE_CHECK_SEED = 20261201
+DEFAULT_ISOLATED_RUNTIMES = frozenset({"onnxruntime"})
+# a format's runtime, by the modules it requires: LiteRT before TensorFlow (a .tflite chain needs
+# both, and runs on LiteRT), OpenVINO before NNCF
+RUNTIME_MODULES = ("onnxruntime", "openvino", "ai_edge_litert", "tensorflow", "torch")
 
 
 @dataclass
@@ -96,6 +100,11 @@ class Harness:
         self.inputs_dir: Path | None = None  # where each check's inputs are saved for a repro
         self.require_gpu = False  # a GPU format that cannot run here fails instead of skipping
         self.strict_informative = False  # a vacuous check of a user's model fails instead of warning
+        # runtimes whose runners run in a worker process (modelparity.runner_worker): see the
+        # README's "Runtimes in worker processes" for the measured cost and the crash history
+        self.isolate_runtimes: frozenset[str] = DEFAULT_ISOLATED_RUNTIMES
+        self._workers: RuntimeWorkers | None = None
+        self.store_timeouts = False  # a converter that timed out is a stored failure (--store-timeouts)
 
     def noise_floors(self, model: LoadedModel, inputs: Mapping[str, np.ndarray], key: tuple[Any, ...]
                      ) -> dict[str, NoiseFloor]:
@@ -169,7 +178,13 @@ class Harness:
         return as_named_outputs(result, model.spec.output_names)
 
     def artifact(self, model: LoadedModel, format_id: str, record: BuildRecord) -> Artifact:
-        """The nearest built artifact on `format_id`'s chain, building what is missing."""
+        """The nearest built artifact on `format_id`'s chain, building what is missing.
+
+        A node's key holds its parent's key and build id: the parent's key alone hashes only the
+        parent's inputs, and a parent rebuilt under it (--rebuild of that format, a corrupt or
+        deleted entry) may hold other bytes, so its children (and their stored failures) are made
+        anew. The build id rather than a digest of the parent's files: free (no hashing of large
+        artifacts), and it changes on every rebuild however the old bytes went wrong."""
         source = model.artifact
         chain = self.graph.chain(format_id)
         for depth, node in enumerate(chain):
@@ -178,9 +193,10 @@ class Harness:
             steps = [(n.name, n.build, code_digest(n.build), dict(n.params))
                      for n in chain[: depth + 1] if n.build]
             modules = tuple(sorted({r.module for n in chain[: depth + 1] for r in n.requires}))
-            parts = {"model": model.identity, "chain": steps, "tools": versions_for_modules(modules)}
+            parts = {"model": model.identity, "chain": steps, "tools": versions_for_modules(modules),
+                     "parent": {"key": source.key, "build": source.build_id}}
             source = self.store.get_or_build(content_key(parts), parts, self._builder(
-                node.build, source.path, node.params, model.artifact.path))
+                node.build, source.path, node.params, model.artifact.path), self.build_timeout)
             record.steps.append({"node": node.id, "key": source.key, "built_now": source.built_now,
                                  "build_seconds": source.manifest.get("build_seconds", 0.0),
                                  "info": source.manifest.get("info", {}),
@@ -188,6 +204,11 @@ class Harness:
         return source
 
     def _builder(self, target: str, source: Path, params: Mapping[str, Any], model: Path) -> Any:
+        """A store build running `target` isolated. Only the converter's own failures are stored:
+        not an ImportError (the environment: fixed by installing, and must not outlive the fix),
+        not a timeout (the machine's load; unless `store_timeouts`, --store-timeouts), which the
+        store remembers for this session instead so each later check of the format does not wait
+        the whole timeout again."""
         def build(out: Path) -> Mapping[str, Any]:
             before = file_stamps(source)
             try:
@@ -195,9 +216,12 @@ class Harness:
                                              "params": dict(params), "model": str(model)},
                                     self.build_timeout, out / "build.log")
             except IsolatedError as error:
-                raise StoredBuildError(str(error), {"kind": error.kind, "summary": error.summary,
-                                                    "tail": error.tail,
-                                                    "cache": error.kind != "timeout"}) from None
+                stored = error.kind != "import" and (error.kind != "timeout" or self.store_timeouts)
+                details = {"kind": error.kind, "summary": error.summary, "tail": error.tail,
+                           "cache": stored}
+                if error.kind == "timeout":
+                    details["remember"] = "timed out earlier in this session; not retried until the next run"
+                raise StoredBuildError(str(error), details) from None
             changed = sorted(name for name, stamp in file_stamps(source).items()
                              if before.get(name, stamp) != stamp)
             if changed:
@@ -209,20 +233,52 @@ class Harness:
             return info
         return build
 
+    def runtime_family(self, format_id: str) -> str | None:
+        """The runtime a format's runner uses: the first of RUNTIME_MODULES it requires (else its last
+        requirement's module); None for a runner that lives in its own environment (onnx-tf)."""
+        node = self.graph.nodes[format_id]
+        modules = [r.module for r in node.requires if isinstance(r, Requirement)]
+        known = [m for m in RUNTIME_MODULES if m in modules]
+        return known[0] if known else (modules[-1] if modules else None)
+
+    def runs_isolated(self, format_id: str) -> bool:
+        """Whether parity, dynamic and batch run the format's runner in a worker process: always
+        for a format with `isolate_runtime`, and for every format of an `isolate_runtimes` runtime
+        (an HTTP service is a process boundary of its own, and stays in process)."""
+        node = self.graph.nodes[format_id]
+        if node.serves_http:
+            return False
+        return node.isolate_runtime or self.runtime_family(format_id) in self.isolate_runtimes
+
     def runner(self, model: LoadedModel, format_id: str, artifact: Artifact, in_process: bool = False
                ) -> tuple[Runner, float]:
         """A loaded runner for the format, and how long loading took (first time only). A format
-        with `isolate_runtime` gets a runner in a worker process unless `in_process` is asked for
-        (suites/latency, after running it in a child first)."""
+        that runs isolated (runs_isolated) gets a runner in its runtime's worker process unless
+        `in_process` is asked for (suites/latency, after running it in a child first)."""
         node = self.graph.nodes[format_id]
-        isolated = node.isolate_runtime and not in_process
+        isolated = self.runs_isolated(format_id) and not in_process
         key = (model.reference, format_id, isolated)
         if key not in self._runners:
             assert node.load is not None, f"{format_id} has no runner"
             context = LoadContext(artifact.path, node.params, model.spec.input_names,
                                   model.spec.output_names, model.artifact.path)
             started = time.perf_counter()
-            runner = (IsolatedRunner(self.graph, format_id, context, self.build_timeout) if isolated
-                      else node.load(context))
+            if isolated:
+                if self._workers is None:
+                    self._workers = RuntimeWorkers(self.build_timeout)
+                runner: Runner = IsolatedRunner(self._workers, self.runtime_family(format_id) or node.id,
+                                                self.graph, format_id, context)
+            else:
+                runner = node.load(context)
             self._runners[key] = (runner, time.perf_counter() - started)
         return self._runners[key]
+
+    def worker_pids(self) -> dict[str, int]:
+        """Runtime family -> the process id of its runner worker, for those running."""
+        return self._workers.pids() if self._workers is not None else {}
+
+    def close(self) -> None:
+        """Stop the runtime worker processes (the session's end)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None

@@ -41,8 +41,14 @@ def upload_images() -> dict[str, bytes]:
 
 def zero_size_png() -> bytes:
     """A syntactically complete PNG whose header says 0 x 0 pixels."""
+    return png_declaring(0, 0)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header says `width` x `height` RGB pixels, with no pixel data: what a service
+    must judge from the header alone (50000 x 50000 is 7.5 GB decoded, in a 60-byte upload)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", 0, 0, 8, 2, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
             + chunk(b"IEND", b""))

@@ -1,13 +1,17 @@
-"""Runners whose runtime has crashed processes run in a worker process, so a crash fails one check
-and never takes the pytest session down.
+"""Runners in worker processes, so that a native runtime that crashes fails one check and never takes
+the pytest session down.
 
-A format sets `isolate_runtime` when its runtime is native code known to crash on some artifacts
-(LiteRT's builtin int8 kernels crash with SIGSEGV on resnet18's full-integer .tflite). For those,
-suites/parity and suites/dynamic get an IsolatedRunner: the real runner is loaded in a child
-(`python -m modelparity.runner_worker`, the same environment), inputs and outputs travel as .npz
-files, and a crash becomes an error naming the signal and the tail of the child's log; the next run
-starts a new child. suites/latency times such runners in process, after its memory probe has run
-them in a child first.
+Which runners run isolated is the harness's choice (Harness.runs_isolated): a format that sets
+`isolate_runtime` always (LiteRT's builtin int8 kernels crash with SIGSEGV on resnet18's
+full-integer .tflite), and every format of a runtime named in `isolate_runtimes` (ONNX Runtime by
+default: it segfaulted creating a session for a user's LSTM FP16 file). One worker process per
+runtime (`python -m modelparity.runner_worker`, the same environment) holds all of that runtime's
+loaded runners, so isolation costs one interpreter per runtime, not one per model and format.
+Inputs and outputs travel as .npz files in a scratch folder. A worker that crashes or hangs (then
+it is killed) turns the request into an error naming the signal and the tail of its log, where
+faulthandler has written the Python stack; the next request starts a new worker, and each runner
+loads itself again there before it runs. suites/latency times such runners in process, after its
+memory probe has run them in a child first.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import os
 import sys
 import tempfile
 import traceback
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -30,62 +33,71 @@ from modelparity.worker import Worker, WorkerError
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-class _Processes:
-    """The worker and scratch folder of one IsolatedRunner, held apart from it so that the runner's
-    finalizer can stop them without keeping the runner alive."""
+class RuntimeWorkers:
+    """One worker process per runtime family, started on first use and again after it died; a
+    worker's `generation` changes at each start, so a runner knows when it must load again."""
 
-    def __init__(self) -> None:
-        self.scratch_dir = tempfile.TemporaryDirectory(prefix="modelparity-runner-")
-        self.scratch = Path(self.scratch_dir.name)
-        self.worker: Worker | None = None
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._scratch_dir = tempfile.TemporaryDirectory(prefix="modelparity-runners-")
+        self.scratch = Path(self._scratch_dir.name)
+        self._workers: dict[str, Worker] = {}
+        self._generations: dict[str, int] = {}
 
-    def stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
+    def generation(self, family: str) -> int:
+        """The current worker's generation (starting it if none is running)."""
+        if family not in self._workers:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+            self._generations[family] = self._generations.get(family, 0) + 1
+            log = self.scratch / f"{family}-{self._generations[family]}.log"
+            self._workers[family] = Worker(
+                [sys.executable, "-u", "-X", "faulthandler", "-m", "modelparity.runner_worker"],
+                log, f"{family} runner worker", self.timeout, env)
+        return self._generations[family]
+
+    def request(self, family: str, operation: str, **arguments: Any) -> Any:
+        self.generation(family)
+        try:
+            return self._workers[family].request(operation, **arguments)
+        except WorkerError as error:
+            if error.died:
+                self._workers.pop(family).close()  # the next request starts a new worker
+            raise RuntimeError(str(error)) from None
+
+    def pids(self) -> dict[str, int]:
+        """Runtime family -> its running worker's process id."""
+        return {family: worker.pid for family, worker in self._workers.items()}
 
     def close(self) -> None:
-        self.stop_worker()
-        self.scratch_dir.cleanup()
+        for worker in self._workers.values():
+            worker.close()
+        self._workers.clear()
+        self._scratch_dir.cleanup()
 
 
 class IsolatedRunner:
-    """The format's runner, loaded and run in a worker process."""
+    """The format's runner, loaded and run in its runtime's worker process."""
 
-    def __init__(self, graph: FormatGraph, format_id: str, context: LoadContext, timeout: float) -> None:
+    def __init__(self, workers: RuntimeWorkers, family: str, graph: FormatGraph, format_id: str,
+                 context: LoadContext) -> None:
+        self._workers = workers
+        self._family = family
         self._load_request = {"format_id": format_id, "recipe": graph.recipe,
                               "artifact": str(context.artifact), "input_names": context.input_names,
                               "output_names": context.output_names,
                               "model": str(context.model) if context.model else None}
-        self._format = format_id
-        self._timeout = timeout
-        self._processes = _Processes()
-        weakref.finalize(self, self._processes.close)
-        try:
-            loaded = self._start()
-        except BaseException:
-            self._processes.close()
-            raise
-        self.facts = {**loaded["facts"], "isolated": "run in a worker process (isolate_runtime)"}
+        self._handle = f"{format_id}:{context.artifact}"
+        self._loaded_in = 0
+        loaded = self._load()
+        self.facts = {**loaded["facts"], "isolated": f"run in the {family} worker process"}
         self._declared = loaded["declared_shapes"]
 
-    def _start(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
-        self._processes.worker = Worker(
-            [sys.executable, "-u", "-X", "faulthandler", "-m", "modelparity.runner_worker"],
-            self._processes.scratch / "worker.log", f"{self._format} worker", self._timeout, env)
-        return self._request("load", **self._load_request)
-
-    def _request(self, operation: str, **arguments: Any) -> Any:
-        worker = self._processes.worker
-        assert worker is not None
-        try:
-            return worker.request(operation, **arguments)
-        except WorkerError as error:
-            if error.died:
-                self._processes.stop_worker()  # the next run starts a new worker
-            raise RuntimeError(str(error)) from None
+    def _load(self) -> dict[str, Any]:
+        generation = self._workers.generation(self._family)
+        loaded = self._workers.request(self._family, "load", handle=self._handle, **self._load_request)
+        self._loaded_in = generation
+        return loaded
 
     def declared_shapes(self) -> dict[str, list[int | None]] | None:
         return self._declared
@@ -94,39 +106,47 @@ class IsolatedRunner:
         raise NotTimeable("it runs in a worker process; suites/latency loads it in process instead")
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._processes.worker is None:
-            self._start()
-        scratch = self._processes.scratch
-        feeds, answers = scratch / "inputs.npz", scratch / "outputs.npz"
+        if self._workers.generation(self._family) != self._loaded_in:
+            self._load()  # the worker was restarted since this runner loaded
+        feeds, answers = self._workers.scratch / "inputs.npz", self._workers.scratch / "outputs.npz"
         np.savez(feeds, **inputs)
-        self._request("run", inputs=str(feeds), outputs=str(answers))
-        with np.load(answers) as data:
-            return {name: data[name] for name in self._load_request["output_names"]}
+        self._workers.request(self._family, "run", handle=self._handle, inputs=str(feeds),
+                              outputs=str(answers))
+        with np.load(answers, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+
+def _load(request: dict[str, Any]) -> Any:
+    from modelparity.formats import build_graph
+
+    graph = build_graph(request["recipe"]["options"], request["recipe"]["plugins"])
+    node = graph.nodes[request["format_id"]]
+    assert node.load is not None
+    return node.load(LoadContext(Path(request["artifact"]), node.params, request["input_names"],
+                                 request["output_names"],
+                                 Path(request["model"]) if request["model"] else None))
 
 
 def _serve() -> None:
     """The child: answer load and run requests on the original stdout; everything else to stderr."""
-    from modelparity.formats import build_graph
-
     protocol = sys.stdout
     sys.stdout = sys.stderr
-    runner: Any = None
+    runners: dict[str, Any] = {}
     for line in sys.stdin:
         request = json.loads(line)
         try:
             if request["op"] == "load":
-                graph = build_graph(request["recipe"]["options"], request["recipe"]["plugins"])
-                node = graph.nodes[request["format_id"]]
-                assert node.load is not None
-                runner = node.load(LoadContext(Path(request["artifact"]), node.params,
-                                               request["input_names"], request["output_names"],
-                                               Path(request["model"]) if request["model"] else None))
+                runner = runners[request["handle"]] = _load(request)
                 declared = runner.declared_shapes() if hasattr(runner, "declared_shapes") else None
                 result: Any = {"facts": runner.facts, "declared_shapes": declared}
             elif request["op"] == "run":
                 with np.load(request["inputs"]) as data:
                     inputs = {name: data[name] for name in data.files}
-                np.savez(request["outputs"], **runner.run(inputs))
+                outputs = runners[request["handle"]].run(inputs)
+                if not isinstance(outputs, dict):
+                    raise TypeError(f"the format's runner returned a {type(outputs).__name__}, not a "
+                                    "dict of output name -> array: its Runner.run must return one")
+                np.savez(request["outputs"], **{str(k): np.asarray(v) for k, v in outputs.items()})
                 result = {}
             else:
                 raise ValueError(f"unknown operation {request['op']!r}")

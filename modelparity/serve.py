@@ -4,20 +4,29 @@
 
 CONFIG names the format graph's recipe, the runner's format id and artifact, and the model's root
 artifact (its declared inputs, and its image pre-processing unless CONFIG names the service's own
-`preprocess`); `app` may name another application factory (a team's own service). Endpoints:
+`preprocess`); `app` may name another application factory (a team's own service); `limits` may set
+any field of `modelparity.serve_inputs.Limits`. Endpoints:
 
 - `GET /health`: the format and what its runtime reports;
 - `POST /v1/infer`: named arrays, as JSON (`{"inputs": {name: {"shape", "dtype", "data"}}}`) or as an
   .npz body (`application/x-npz`), checked against the model's declared inputs; answers in the same
-  encoding (JSON floats round-trip float32 exactly);
+  encoding (JSON floats round-trip float32 exactly; NaN and ±Inf as below);
 - `POST /predict`: one image upload (multipart field `file`), pre-processed by the model spec's own
   `preprocess` (the function the harness applies on the reference side too), answered as JSON;
 - `/openapi.json`.
 
-Every bad request (not an image, a truncated or empty image, a body over MAX_BODY_BYTES, a wrong
-content type, a tensor of the wrong name, shape or dtype) is a 4xx with `{"error": ...}` naming the
-problem; an exception in the runtime is a 500 with its message, which the harness's tests treat as a
-failure.
+Every bad request (not an image, a truncated or empty image, a body over its limit, a wrong content
+type, a tensor of the wrong name, shape or dtype, an image or tensor larger than the limits, JSON
+nested too deep, a NaN or infinite input) is a 4xx with `{"error": ...}` naming the problem and what
+is accepted (modelparity.serve_inputs decodes and refuses, within the limits); decoding and inference
+run in the threadpool, so /health answers while they do.
+
+No answer is a bare 500. An output holding NaN or ±Inf (for finite inputs) is answered 200: in JSON
+those values are the strings "NaN", "Infinity" and "-Infinity" (the reports' rule), the answer's
+`non_finite` lists the outputs holding them, and the header X-Non-Finite-Outputs names them (in .npz
+answers too, which carry the values as they are). Any other exception (the runtime's, a service's
+own pre-processing) is a 500 with `{"error": "Type: message", "type", "message"}`, which the
+harness's tests treat as a failure.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint annotations (Request), which are
@@ -25,46 +34,47 @@ failure.
 import argparse
 import io
 import json
-import zipfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-MAX_BODY_BYTES = 32 * 1024 * 1024  # resnet18 at batch 32 as .npz is 19 MB
+from modelparity.report.files import jsonable
+from modelparity.serve_inputs import (
+    BadRequest,
+    Declared,
+    InputDecoder,
+    Limits,
+    check_inputs,
+    open_image,
+    refuse_non_finite,
+)
+
 NPZ = "application/x-npz"
+NON_FINITE_HEADER = "X-Non-Finite-Outputs"
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+def non_finite_outputs(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The names of the outputs holding NaN or an infinity."""
+    return [name for name, value in arrays.items()
+            if value.dtype.kind in "fc" and not np.isfinite(value).all()]
 
 
 def encode(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    return {name: {"shape": list(v.shape), "dtype": str(v.dtype), "data": v.ravel().tolist()}
+    """Named arrays as JSON; NaN and ±Inf, which JSON has no numbers for, as the strings "NaN",
+    "Infinity" and "-Infinity" (the reports' rule, report.files.jsonable)."""
+    bad = non_finite_outputs(arrays)
+    return {name: {"shape": list(v.shape), "dtype": str(v.dtype),
+                   "data": jsonable(v.ravel().tolist()) if name in bad else v.ravel().tolist()}
             for name, v in arrays.items()}
-
-
-def decode(payload: Any) -> dict[str, np.ndarray]:
-    """{"inputs": {name: {"shape", "dtype", "data"}}} -> arrays; BadRequest(422) naming what is wrong."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("inputs"), dict):
-        raise BadRequest(422, 'the body must be {"inputs": {name: {"shape": [...], "dtype": "...", '
-                              '"data": [...]}}}')
-    arrays = {}
-    for name, item in payload["inputs"].items():
-        try:
-            arrays[name] = np.asarray(item["data"], dtype=np.dtype(item["dtype"])).reshape(item["shape"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise BadRequest(422, f"input {name!r}: {type(error).__name__}: {error}") from None
-    return arrays
 
 
 class Service:
     """The runner and the model's declared inputs, loaded once per process."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], limits: Limits | None = None) -> None:
         from modelparity.formats import build_graph
         from modelparity.formats.base import LoadContext
         from modelparity.models import ModelArtifact
@@ -81,53 +91,31 @@ class Service:
                            else self.spec.preprocess)
         self.runner = node.load(LoadContext(Path(config["artifact"]), node.params, self.spec.input_names,
                                             self.spec.output_names, Path(config["model_artifact"])))
+        self._one_at_a_time = threading.Lock()
+        self.limits = limits or Limits.of(config.get("limits") or {})
+        self.inputs = InputDecoder(self.spec, self.limits, check=self.check)
 
-    def check(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Names, dtypes and shapes against the spec (dynamic axes within their ranges)."""
-        expected = self.spec.input_names
-        if sorted(arrays) != sorted(expected):
-            raise BadRequest(422, f"inputs {sorted(arrays)} given; the model takes {expected}")
-        for name, value in arrays.items():
-            example = self.spec.example_inputs[name]
-            if value.dtype != example.dtype:
-                raise BadRequest(422, f"input {name!r} has dtype {value.dtype}; the model takes "
-                                      f"{example.dtype}")
-            if value.ndim != example.ndim:
-                raise BadRequest(422, f"input {name!r} has shape {list(value.shape)}; the model takes "
-                                      f"{example.ndim} dimensions like {list(example.shape)}")
-            dynamic = self.spec.dynamic_axes.get(name, {})
-            for dim, size in enumerate(value.shape):
-                axis = dynamic.get(dim)
-                if axis is None and size != example.shape[dim]:
-                    raise BadRequest(422, f"input {name!r} dim {dim} is {size}; the model takes "
-                                          f"{example.shape[dim]} there")
-                if axis is not None and not self.spec.axis_ranges[axis].allows(size):
-                    bounds = self.spec.axis_ranges[axis]
-                    raise BadRequest(422, f"input {name!r} dim {dim} ({axis}) is {size}; the model "
-                                          f"takes {bounds.min}..{bounds.max}")
+    def check(self, arrays: Mapping[str, np.ndarray | Declared]) -> None:
+        """Names, dtypes and shapes against the spec; a service without validation replaces it."""
+        check_inputs(self.spec, arrays)
 
     def infer(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference at a time, as when the endpoints ran on the event loop: requests decode in
+        parallel, but not every runner is thread-safe (OpenVINO's runner reuses one infer request)."""
         self.check(arrays)
-        return self.runner.run(arrays)
+        if not self.limits.allow_non_finite:
+            refuse_non_finite(arrays)
+        with self._one_at_a_time:
+            return self.runner.run(arrays)
 
     def predict(self, image_bytes: bytes) -> dict[str, Any]:
-        from PIL import Image, UnidentifiedImageError
-
         if self.preprocess is None:
             raise BadRequest(404, f"model {self.spec.name!r} declares no image pre-processing "
                                   "(ModelSpec.preprocess); use /v1/infer")
-        if not image_bytes:
-            raise BadRequest(400, "the upload is empty")
-        try:
-            image = Image.open(io.BytesIO(image_bytes))
-            image.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise BadRequest(400, f"the upload is not a readable image: {type(error).__name__}: {error}"
-                             ) from None
-        if image.width == 0 or image.height == 0:
-            raise BadRequest(400, f"the image is {image.width}x{image.height}")
+        image = open_image(image_bytes, self.limits.max_image_pixels)
         outputs = self.infer(self.preprocess(image))
-        answer = {"outputs": encode(outputs), "image": {"mode": image.mode, "size": list(image.size)}}
+        answer = {"outputs": encode(outputs), "non_finite": non_finite_outputs(outputs),
+                  "image": {"mode": image.mode, "size": list(image.size)}}
         for name in self.spec.classifier_outputs:
             answer.setdefault("top1", {})[name] = int(outputs[name].reshape(-1).argmax())
         return answer
@@ -154,64 +142,92 @@ def request_bodies(input_names: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def create_app(config: Mapping[str, Any]) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
+def non_finite_header(names: list[str]) -> dict[str, str]:
+    """The X-Non-Finite-Outputs header naming `names`; none when all outputs are finite."""
+    return {NON_FINITE_HEADER: ", ".join(names)} if names else {}
 
-    service = Service(config)
-    bodies = request_bodies(service.spec.input_names)
-    app = FastAPI(title="modelparity service", description=f"{service.spec.name} on {service.format_id}")
 
-    async def body_of(request: Request) -> bytes:
-        """The body, at most MAX_BODY_BYTES. A longer one is read to its end and discarded before the
-        413, so that the client reads the answer instead of a connection reset."""
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size <= MAX_BODY_BYTES:
-                chunks.append(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(413, f"the body is {size} bytes; the limit is {MAX_BODY_BYTES}")
-        return b"".join(chunks)
+def answer_errors_as_json(app: Any) -> None:
+    """A refused request as its 4xx, and any other exception as a 500 naming it, both as JSON: a
+    client (and the harness's checks) always reads why, never a plain-text "Internal Server Error"."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, error: BadRequest) -> JSONResponse:
         return JSONResponse({"error": str(error)}, status_code=error.status)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        """(Starlette answers this, then re-raises: uvicorn logs the traceback and closes the
+        connection, so a keep-alive client reconnects for its next request.)"""
+        kind, message = type(error).__name__, str(error)[:2000]
+        return JSONResponse({"error": f"{kind}: {message}", "type": kind, "message": message},
+                            status_code=500)
+
+
+def create_app(config: Mapping[str, Any]) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    service = Service(config)
+    limits = service.limits
+    bodies = request_bodies(service.spec.input_names)
+    app = FastAPI(title="modelparity service", description=f"{service.spec.name} on {service.format_id}")
+    answer_errors_as_json(app)
+
+    async def body_of(request: Request, limit: int, what: str = "the limit") -> bytes:
+        """The body, at most `limit` bytes. A longer one is read to its end and discarded before the
+        413, so that the client reads the answer instead of a connection reset."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size <= limit:
+                chunks.append(chunk)
+        if size > limit:
+            raise BadRequest(413, f"the body is {size} bytes; {what} is {limit}")
+        return b"".join(chunks)
+
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
+        """On the event loop: it answers even while every threadpool worker decodes or infers."""
         return {"status": "ok", "model": service.spec.name, "format": service.format_id,
-                "facts": json.loads(json.dumps(service.runner.facts, default=str))}
+                "facts": jsonable(service.runner.facts)}
+
+    def answer_infer(kind: str, body: bytes) -> Response:
+        """Decoding, inference and encoding, in the threadpool."""
+        if kind == NPZ:
+            outputs = service.infer(service.inputs.decode_npz(body))
+            buffer = io.BytesIO()
+            np.savez(buffer, **outputs)
+            return Response(buffer.getvalue(), media_type=NPZ,
+                            headers=non_finite_header(non_finite_outputs(outputs)))
+        outputs = service.infer(service.inputs.decode_json(body))
+        bad = non_finite_outputs(outputs)
+        return JSONResponse({"outputs": encode(outputs), "non_finite": bad}, headers=non_finite_header(bad))
 
     @app.post("/v1/infer", openapi_extra={"requestBody": bodies["infer"]},
-              responses={422: {"description": "inputs of the wrong name, shape or dtype"},
-                         413: {"description": "body too large"},
-                         415: {"description": "neither JSON nor .npz"}})
+              responses={400: {"description": "JSON that does not parse or nests too deep"},
+                         413: {"description": "body or declared tensor too large"},
+                         415: {"description": "neither JSON nor .npz"},
+                         422: {"description": "inputs of the wrong name, shape or dtype, or not finite"}})
     async def infer(request: Request) -> Response:
         kind = request.headers.get("content-type", "").split(";")[0].strip()
-        body = await body_of(request)
-        if kind == NPZ:
-            try:
-                with np.load(io.BytesIO(body), allow_pickle=False) as data:
-                    arrays = {name: data[name] for name in data.files}
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-                raise BadRequest(422, f"the body is not a readable .npz: {type(error).__name__}: {error}"
-                                 ) from None
-            buffer = io.BytesIO()
-            np.savez(buffer, **service.infer(arrays))
-            return Response(buffer.getvalue(), media_type=NPZ)
         if kind == "application/json":
-            try:
-                payload = json.loads(body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise BadRequest(400, f"the body is not valid JSON: {error}") from None
-            return JSONResponse({"outputs": encode(service.infer(decode(payload)))})
-        raise BadRequest(415, f"content type {kind or '(none)'!r}; send application/json or {NPZ}")
+            body = await body_of(request, service.inputs.max_json_bytes,
+                                 f"the limit for JSON, from the model's largest inputs (send {NPZ} "
+                                 f"up to {limits.max_body_bytes})")
+        else:
+            body = await body_of(request, limits.max_body_bytes)
+        if kind not in (NPZ, "application/json"):
+            raise BadRequest(415, f"content type {kind or '(none)'!r}; send application/json or {NPZ}")
+        return await run_in_threadpool(answer_infer, kind, body)
 
     @app.post("/predict", openapi_extra={"requestBody": bodies["predict"]},
               responses={400: {"description": "not a readable image"},
                          404: {"description": "the model takes no images"},
-                         413: {"description": "body too large"},
+                         413: {"description": "body or image too large"},
                          415: {"description": "not a multipart upload"},
                          422: {"description": "no file in the multipart field 'file'"}})
     async def predict(request: Request) -> JSONResponse:
@@ -219,7 +235,7 @@ def create_app(config: Mapping[str, Any]) -> Any:
         if not kind.startswith("multipart/form-data"):
             raise BadRequest(415, f"content type {kind or '(none)'!r}; upload the image as multipart "
                                   "form field 'file'")
-        body = await body_of(request)
+        body = await body_of(request, limits.max_body_bytes)
 
         async def replay() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
@@ -227,7 +243,8 @@ def create_app(config: Mapping[str, Any]) -> Any:
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise BadRequest(422, "no file in the multipart field 'file'")
-        return JSONResponse(service.predict(await upload.read()))
+        answer = await run_in_threadpool(service.predict, await upload.read())
+        return JSONResponse(answer, headers=non_finite_header(answer["non_finite"]))
 
     return app
 

@@ -41,6 +41,10 @@ class Worker:
         self._process = subprocess.Popen(list(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=self._log, text=True, env=dict(env or os.environ))
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     def request(self, operation: str, **arguments: Any) -> Any:
         assert self._process.stdin is not None and self._process.stdout is not None
         try:

@@ -1,12 +1,18 @@
 """Isolation: a converter that crashes, raises or hangs is contained and explained."""
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from modelparity.isolate import IsolatedError, run_isolated
 
 HERE = __file__
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def add(a, b):
@@ -60,3 +66,93 @@ def test_exception_is_reported_with_its_traceback(tmp_path):
     assert error.value.kind == "raised"
     assert "ValueError: unsupported operator Foo" in str(error.value)
     assert "Traceback" in error.value.tail
+
+
+def import_missing_backend():
+    import modelparity_backend_not_installed  # noqa: F401
+
+
+def spawn_and_sleep(pids):
+    """A converter that starts a helper process (as a TF or TensorRT build may) and hangs."""
+    helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+    Path(pids + ".partial").write_text(f"{os.getpid()} {helper.pid}")
+    os.replace(pids + ".partial", pids)
+    time.sleep(3600)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper (PID 1 of a container may not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _await_pids(path: Path, seconds: float = 20) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, "the converter did not start"
+        time.sleep(0.02)
+    return [int(pid) for pid in path.read_text().split()]
+
+
+def _await_gone(pids: list[int], seconds: float = 5) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [pid for pid in pids if _alive(pid)]
+
+
+def _kill(pids: list[int]) -> None:
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_import_error_is_its_own_kind(tmp_path):
+    with pytest.raises(IsolatedError) as error:
+        run_isolated(f"{HERE}:import_missing_backend", {}, 60, tmp_path / "log")
+    assert error.value.kind == "import"
+    assert "ModuleNotFoundError: No module named 'modelparity_backend_not_installed'" in str(error.value)
+
+
+def test_a_timeout_kills_the_converters_own_children_too(tmp_path):
+    pids = []
+    try:
+        with pytest.raises(IsolatedError) as error:
+            run_isolated(f"{HERE}:spawn_and_sleep", {"pids": str(tmp_path / "pids")}, 3, tmp_path / "log")
+        assert error.value.kind == "timeout"
+        pids = _await_pids(tmp_path / "pids", 0)
+        assert _await_gone(pids) == []
+    finally:
+        _kill(pids)
+
+
+PARENT = """
+import signal, sys
+from pathlib import Path
+from modelparity.isolate import run_isolated
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal (a background job ignores it)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+run_isolated(sys.argv[1], {"pids": sys.argv[2]}, 60, Path(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_converter_dies_with_its_parent(tmp_path, signum):
+    """The child has its own session, so nothing but the parent can end it: a parent stopped by
+    Ctrl-C (SIGINT) or SIGTERM must kill it and what it started."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, f"{HERE}:spawn_and_sleep",
+                               str(tmp_path / "pids"), str(tmp_path / "log")], env=env, cwd=ROOT)
+    pids = []
+    try:
+        pids = _await_pids(tmp_path / "pids")
+        parent.send_signal(signum)
+        parent.wait(5)
+        assert _await_gone(pids) == [], "converter (or its helper) outlived its parent"
+    finally:
+        parent.kill()
+        parent.wait()
+        _kill(pids)

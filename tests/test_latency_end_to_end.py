@@ -15,6 +15,7 @@ def test_latency_suite_writes_pytest_benchmark_json_with_what_ran_and_an_html_re
                          "--latency-batches", "1,4")
     result.assert_outcomes(passed=4)
     data = json.loads((result.reports / "latency.json").read_text())
+    assert data["run"]["complete"] and data["run"]["id"]
     assert {b["group"] for b in data["benchmarks"]} == {"tiny b1", "tiny b4"}
     ort = next(b for b in data["benchmarks"] if b["name"].endswith("[tiny-onnx-dynamo-ort-b4]"))
     extra = ort["extra_info"]

@@ -82,3 +82,187 @@ def test_failures_are_stored_except_timeouts(tmp_path):
         with pytest.raises(StoredBuildError):
             store.get_or_build("t", {}, failing(False))
     assert len(calls) == 3
+
+
+# Builders for the harness-level tests: run isolated, as "this file:function".
+HERE = __file__
+
+
+def write_parent(source, out, params, model):
+    (Path(out) / "model.bin").write_text(Path(params["flag"]).read_text())
+    return {}
+
+
+def check_parent(source, out, params, model):
+    if (Path(source) / "model.bin").read_text() == "garbage":
+        raise ValueError("the parent artifact is garbage")
+    (Path(out) / "child.bin").write_text("child")
+    return {}
+
+
+def needs_backend(source, out, params, model):
+    if not Path(params["installed"]).exists():
+        import modelparity_backend_not_installed  # noqa: F401
+    return {"backend": "found"}
+
+
+def hang(source, out, params, model):
+    time.sleep(3600)
+
+
+def _harness(store, timeout: float = 60, flag: Path | None = None):
+    """A harness with a two-node chain: `parent` writes what the `flag` file says into its artifact,
+    `child` fails when that is "garbage"."""
+    from modelparity.formats import FormatGraph
+    from modelparity.formats.base import Format
+    from modelparity.harness import Harness
+
+    graph = FormatGraph([Format("parent", build=f"{HERE}:write_parent", params={"flag": str(flag)}),
+                         Format("child", parent="parent", build=f"{HERE}:check_parent")])
+    return Harness(graph, store, build_timeout=timeout)
+
+
+def _fake_model(store):
+    from modelparity.harness import LoadedModel
+
+    return LoadedModel("fake", None, {"name": "fake"}, store.get_or_build("model", {}, lambda out: {}))
+
+
+@pytest.mark.parametrize("rebuild", [False, True], ids=["warm", "rebuild"])
+@pytest.mark.parametrize("manifest", [b'{"key": "k", "status": "bu', b"[]",
+                                      b'{"key": "k", "status": "built"}', b"\xff\xfe"],
+                         ids=["truncated", "not-a-dict", "no-created", "binary"])
+def test_an_entry_whose_manifest_does_not_parse_is_rebuilt(tmp_path, manifest, rebuild):
+    counter = tmp_path / "count"
+    entry = ArtifactStore(tmp_path / "s").get_or_build("k", {}, _counting_build(counter)).path
+    (entry / "artifact.json").write_bytes(manifest)
+    (entry / "stale.bin").write_text("half-copied")
+    store = ArtifactStore(tmp_path / "s", rebuild_before=time.time() if rebuild else None)
+    artifact = store.get_or_build("k", {}, _counting_build(counter))
+    assert artifact.built_now and counter.read_text().count("built") == 2
+    assert not (entry / "stale.bin").exists(), "the broken directory was replaced, not reused"
+    assert not ArtifactStore(tmp_path / "s").get_or_build("k", {}, _counting_build(counter)).built_now
+    assert not list((tmp_path / "s" / "tmp").iterdir())
+
+
+def test_a_rebuilt_parent_gives_its_children_new_keys(tmp_path):
+    """A child built from a garbage parent failed (stored); rebuilding only the parent
+    (--rebuild --formats parent) must not leave the child served as that stored failure."""
+    from modelparity.harness import BuildRecord
+
+    flag = tmp_path / "flag"
+    flag.write_text("garbage")
+    store = ArtifactStore(tmp_path / "s")
+    model = _fake_model(store)
+    with pytest.raises(StoredBuildError, match="the parent artifact is garbage"):
+        _harness(store, flag=flag).artifact(model, "parent-child", BuildRecord())
+    flag.write_text("good")
+    rebuilt = _harness(ArtifactStore(tmp_path / "s", rebuild_before=time.time()), flag=flag).artifact(
+        model, "parent", BuildRecord())
+    assert rebuilt.built_now
+    child = _harness(ArtifactStore(tmp_path / "s"), flag=flag).artifact(model, "parent-child",
+                                                                          BuildRecord())
+    assert child.built_now and (child.path / "child.bin").read_text() == "child"
+
+
+def test_an_import_error_of_the_backend_is_not_stored(tmp_path):
+    installed = tmp_path / "installed"
+    store = ArtifactStore(tmp_path / "s")
+    build = _harness(store)._builder(f"{HERE}:needs_backend", tmp_path, {"installed": str(installed)},
+                                     tmp_path)
+    with pytest.raises(StoredBuildError, match="modelparity_backend_not_installed") as error:
+        store.get_or_build("needs", {}, build)
+    assert error.value.details["kind"] == "import"
+    installed.write_text("pip install done")
+    artifact = ArtifactStore(tmp_path / "s").get_or_build("needs", {}, build)
+    assert artifact.built_now and artifact.manifest["info"] == {"backend": "found"}
+
+
+def test_a_stored_failure_names_the_tool_versions_that_produced_it(tmp_path):
+    parts = {"tools": {"onnxruntime": "1.20.1", "onnx": "1.17.0"}}
+
+    def failing(out):
+        raise StoredBuildError("converter exploded", {"kind": "raised"})
+
+    with pytest.raises(StoredBuildError):
+        ArtifactStore(tmp_path / "s").get_or_build("f", parts, failing)
+    with pytest.raises(StoredBuildError) as error:
+        ArtifactStore(tmp_path / "s").get_or_build("f", parts, failing)
+    assert str(error.value).endswith(
+        "(stored failure from onnx 1.17.0, onnxruntime 1.20.1; --rebuild retries)")
+
+
+def test_a_timeout_fails_later_checks_of_the_session_at_once(tmp_path):
+    store = ArtifactStore(tmp_path / "s")
+    build = _harness(store, timeout=1)._builder(f"{HERE}:hang", tmp_path, {}, tmp_path)
+    with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
+        store.get_or_build("slow", {}, build)
+    started = time.monotonic()
+    with pytest.raises(StoredBuildError, match=r"did not finish within 1 s(.|\n)*timed out earlier in "
+                                               "this session") as error:
+        store.get_or_build("slow", {}, build)
+    assert time.monotonic() - started < 0.5
+    assert error.value.details["kind"] == "timeout"
+    assert not store.path_for("slow").exists(), "a timeout is not stored"
+
+
+def test_a_timeout_is_stored_when_asked(tmp_path):
+    """--store-timeouts: a later run (a new store instance) fails at once with the stored timeout."""
+    harness = _harness(ArtifactStore(tmp_path / "s"), timeout=1)
+    harness.store_timeouts = True
+    build = harness._builder(f"{HERE}:hang", tmp_path, {}, tmp_path)
+    with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
+        harness.store.get_or_build("slow", {}, build)
+    started = time.monotonic()
+    with pytest.raises(StoredBuildError, match="stored failure"):
+        ArtifactStore(tmp_path / "s").get_or_build("slow", {}, build)
+    assert time.monotonic() - started < 0.5
+
+
+def _hold_lock(root: str, key: str, ready, release) -> None:
+    """A process building `key` until `release` is set."""
+    def build(out: Path):
+        ready.set()
+        release.wait(30)
+        return {}
+
+    ArtifactStore(Path(root)).get_or_build(key, {}, build)
+
+
+def test_a_lock_wait_is_bounded_and_names_the_holder(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(str(tmp_path / "s"), "busy", ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        store = ArtifactStore(tmp_path / "s")
+        store.lock_margin = 0.0
+        started = time.monotonic()
+        with pytest.raises(StoredBuildError) as error:
+            store.get_or_build("busy", {}, _counting_build(tmp_path / "count"), build_timeout=0.5)
+        assert 0.5 <= time.monotonic() - started < 2
+        message = str(error.value)
+        assert str(tmp_path / "s" / "locks" / "busy.lock") in message and "(key busy)" in message
+        assert f"pid {holder.pid} on " in message
+        assert not (tmp_path / "count").exists()
+    finally:
+        release.set()
+        holder.join(30)
+    assert holder.exitcode == 0
+
+
+def test_temporary_folders_of_dead_builds_are_removed_at_open(tmp_path):
+    import fcntl
+
+    tmp = tmp_path / "s" / "tmp"
+    for name in ("dead.99999999.0badc0de", "dead.old.0badc0de", "busy.1.0badc0de"):
+        (tmp / name).mkdir(parents=True)
+        (tmp / name / "model.bin").write_text("partial")
+    (tmp_path / "s" / "locks").mkdir()
+    with open(tmp_path / "s" / "locks" / "busy.lock", "a+") as held:  # a live build of "busy"
+        fcntl.flock(held, fcntl.LOCK_EX)
+        ArtifactStore(tmp_path / "s")
+    assert sorted(p.name for p in tmp.iterdir()) == ["busy.1.0badc0de"]
+    ArtifactStore(tmp_path / "s").get_or_build("busy", {}, _counting_build(tmp_path / "count"))
+    assert not list(tmp.iterdir())

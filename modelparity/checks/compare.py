@@ -97,7 +97,11 @@ class Comparison:
             lines.append(
                 f"{head} {status}: {out.out_of_tolerance}/{out.elements} "
                 f"({out.out_of_tolerance / max(out.elements, 1):.1%}) out of tolerance "
-                f"({out.tolerance.describe(out.scale)}); max abs {out.max_abs:.3g} at "
+                f"({out.tolerance.describe(out.scale)}); "
+                + (f"{out.nonfinite_mismatch} NaN/Inf where the reference is finite, the statistics "
+                   f"after max abs over the {out.elements - out.nonfinite_mismatch} elements finite in "
+                   "both; " if out.nonfinite_mismatch else "")
+                + f"max abs {out.max_abs:.3g} at "
                 f"{out.max_abs_index} (ref {_value_text(out.ref_at_max_abs)}, got "
                 f"{_value_text(out.out_at_max_abs)}); max rel {out.max_rel:.3g} at {out.max_rel_index}; "
                 f"mean abs {out.mean_abs:.3g}; cosine {out.cosine:.6f}; SNR {_snr_text(out.snr_db)}; "
@@ -135,6 +139,10 @@ def compare(reference: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray
             noise_floors: Mapping[str, NoiseFloor] | None = None) -> Comparison:
     """Compare `actual` against `reference`, output by output; with `noise_floors`, each output's
     error is also given as a multiple of the reference's own noise."""
+    if not isinstance(actual, Mapping):
+        return Comparison(label, [f"the format's runner returned a {type(actual).__name__}, not a dict "
+                                  f"of output name -> array for {list(reference)}: its Runner.run "
+                                  "must return one (modelparity.formats.base.Runner)"], [])
     structural = []
     missing = [n for n in reference if n not in actual]
     extra = [n for n in actual if n not in reference]
@@ -182,16 +190,19 @@ def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
     nonfinite_mismatch = ~(r_finite & o_finite) & ~((r == o) | (np.isnan(r) & np.isnan(o)))
     result.nonfinite_mismatch = int(nonfinite_mismatch.sum())
     both = r_finite & o_finite
+    o_rows = o  # with its NaN/Inf, for top-1
     r, o = np.where(both, r, 0.0), np.where(both, o, 0.0)
     diff = np.abs(o - r)
-    result.scale, result.range, result.bias, result.gain = _scale_bias_gain(r[both], o[both])
+    result.scale, result.range = _scale_bias_gain(r[r_finite], r[r_finite])[:2]  # the reference's own
+    result.bias, result.gain = _scale_bias_gain(r[both], o[both])[2:]
     absolute = 0.0 if exact else tol.absolute(result.scale)
     rtol = 0.0 if exact else tol.rtol
     result.bound_abs = absolute
     bound = absolute + rtol * np.abs(r)
     result.out_of_tolerance = int(((diff > bound) & both).sum()) + result.nonfinite_mismatch
-    flat = int(np.argmax(diff))
-    result.max_abs = float(diff.flat[flat])
+    # a NaN/Inf where the reference has a number is the worst element there is
+    flat = int(np.flatnonzero(nonfinite_mismatch)[0]) if result.nonfinite_mismatch else int(np.argmax(diff))
+    result.max_abs = math.inf if result.nonfinite_mismatch else float(diff.flat[flat])
     result.max_abs_index = tuple(int(i) for i in np.unravel_index(flat, r.shape))
     result.ref_at_max_abs = _finite_or_none(ref.flat[flat])
     result.out_at_max_abs = _finite_or_none(out.flat[flat])
@@ -201,18 +212,21 @@ def _compare_output(name: str, ref: np.ndarray, out: np.ndarray, tol: Tolerance,
     result.max_rel_index = tuple(int(i) for i in np.unravel_index(flat_rel, r.shape))
     result.mean_abs = float(diff[both].mean()) if both.any() else 0.0
     result.p99_abs = float(np.quantile(diff[both], 0.99)) if both.any() else 0.0
-    result.required_atol = max(0.0, float(np.max(np.where(both, diff - rtol * np.abs(r), 0.0))))
-    result.cosine = _cosine(r.ravel(), o.ravel())
+    result.required_atol = (math.inf if result.nonfinite_mismatch else
+                            max(0.0, float(np.max(np.where(both, diff - rtol * np.abs(r), 0.0)))))
+    result.cosine = _cosine(r[both], o[both])
     result.snr_db = signal_to_noise_db(r[both], o[both])
     result.ref_abs_max = float(np.abs(r).max())
     result.abs_error_histogram = _log_histogram(diff[both])
     if classifier_axis is not None and r.ndim >= 1 and r.shape[classifier_axis] >= 2:
         rows_r = np.moveaxis(r, classifier_axis, -1).reshape(-1, r.shape[classifier_axis])
-        rows_o = np.moveaxis(o, classifier_axis, -1).reshape(-1, r.shape[classifier_axis])
+        rows_o = np.moveaxis(o_rows, classifier_axis, -1).reshape(-1, r.shape[classifier_axis])
+        answered = np.isfinite(rows_o).all(1)  # a row with NaN/Inf names no class
+        rows_o = np.where(np.isfinite(rows_o), rows_o, 0.0)
         top1_r = rows_r.argmax(1)
-        result.top1_agreement = float((rows_o.argmax(1) == top1_r).mean())
+        result.top1_agreement = float(((rows_o.argmax(1) == top1_r) & answered).mean())
         top5_o = np.argsort(-rows_o, axis=1)[:, :5]
-        result.top5_agreement = float((top5_o == top1_r[:, None]).any(1).mean())
+        result.top5_agreement = float(((top5_o == top1_r[:, None]).any(1) & answered).mean())
         result.classifier_rows = int(rows_r.shape[0])
     if result.nonfinite_mismatch:
         bad = np.argwhere(nonfinite_mismatch)[0]

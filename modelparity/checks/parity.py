@@ -116,7 +116,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     record["comparison"] = comparison.to_dict()
     record["noise_floor"] = {name: floor.to_dict() for name, floor in floors.items()}
     record["noise_factor"] = NOISE_FACTOR
-    if math.isfinite(comparison.worst_abs):
+    if not math.isnan(comparison.worst_abs):  # inf: NaN/Inf where the reference has numbers
         record["worst_abs"] = comparison.worst_abs
     ratios = [o.noise_ratio for o in comparison.outputs if o.noise_ratio is not None]
     if ratios:

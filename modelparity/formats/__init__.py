@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import pkgutil
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -111,6 +112,12 @@ def build_graph(options: Mapping[str, Any], plugins: Sequence[str] = ()) -> Form
             except KeyError as missing:
                 waiting[module.__name__] = str(missing)
                 continue
+            except Exception as error:  # a plugin's bug, said as such, never pytest's INTERNALERROR
+                where = getattr(module, "__file__", None) or module.__name__
+                raise FormatGraphError(
+                    f"{where}: formats(graph, options) raised {type(error).__name__}: {error}\n"
+                    f"{''.join(traceback.format_exception(error)[-3:])}fix the plugin, or leave it "
+                    "out of --format-plugin / [tool.modelparity] format_plugins") from error
             for node in nodes:
                 if origin.get(node.id) == module.__name__:
                     continue

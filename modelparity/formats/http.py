@@ -58,7 +58,7 @@ class ServiceProcess:
         self._process = subprocess.Popen([sys.executable, "-m", "modelparity.serve", str(path),
                                           "--port", str(self.port)],
                                          stdout=self._log, stderr=subprocess.STDOUT)
-        weakref.finalize(self, self._stop, self._process, self._log, self._scratch)
+        self._finalizer = weakref.finalize(self, self._stop, self._process, self._log, self._scratch)
         self.client = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT)
         self.health = self._wait()
 
@@ -79,6 +79,16 @@ class ServiceProcess:
             time.sleep(0.2)
         raise RuntimeError(f"the service did not answer /health within {START_TIMEOUT:g} s:\n"
                            f"{self.log()[-3000:]}")
+
+    @property
+    def pid(self) -> int:
+        """The service's process id (uvicorn's, in which the app runs)."""
+        return self._process.pid
+
+    def stop(self) -> None:
+        """Ends the service (SIGTERM; SIGKILL after 10 s) and removes its scratch directory; once."""
+        self.client.close()
+        self._finalizer()
 
     def log(self) -> str:
         self._log.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -54,18 +53,3 @@ def build_report(checks: Sequence[Mapping[str, Any]], session: Mapping[str, Any]
         "summary": summary,
         "checks": list(checks),
     }
-
-
-def write_json(report: Mapping[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_jsonable, allow_nan=False))
-    tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return list(value)
-    return str(value)

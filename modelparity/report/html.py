@@ -28,7 +28,7 @@ pre{white-space:pre-wrap;background:#fafafa;padding:.5em;font-size:12px}
 """
 
 
-def write_html(report: Mapping[str, Any], path: Path) -> None:
+def render_html(report: Mapping[str, Any]) -> str:
     checks = report["checks"]
     models = sorted({c["model"] for c in checks})
     formats = list(dict.fromkeys(c["format"] for c in checks))
@@ -39,8 +39,7 @@ def write_html(report: Mapping[str, Any], path: Path) -> None:
              _matrix(checks, models, formats), _notes(checks), "<h2>Error distribution per format</h2>",
              _histogram_svg(checks, formats), "<h2>Checks</h2>",
              *(_detail(c) for c in checks), "</body></html>"]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
+    return "\n".join(parts)
 
 
 _NOISE_NOTE = ("<p>×N: the format's error as a multiple of the reference's own noise (torch float32 "
