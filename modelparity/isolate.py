@@ -13,6 +13,7 @@ otherwise end the parent at once and leave the converter running without its tim
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -137,6 +138,14 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def environment_lacks(error: ImportError) -> bool:
+    """Whether an ImportError is the environment's (a backend not installed, a native library it
+    cannot load), not the converter's own: onnx2tf importing `onnx2tf.ops.ScaledSilu` for an
+    operator it has no converter for is a conversion failure, stored like any other."""
+    top = (error.name or "").split(".")[0]
+    return not top or importlib.util.find_spec(top) is None
+
+
 def _child(request_path: str, response_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     try:
@@ -144,9 +153,10 @@ def _child(request_path: str, response_path: str) -> None:
         answer: dict[str, Any] = {"result": result}
     except NotApplicable as error:
         answer = {"not_applicable": str(error)}
-    except ImportError as error:  # a backend missing or broken here: not the converter's failure
+    except ImportError as error:
         traceback.print_exc()
-        answer = {"error": f"{type(error).__name__}: {error}", "import_error": True}
+        answer = {"error": f"{type(error).__name__}: {error}",
+                  "import_error": environment_lacks(error)}
     except BaseException as error:  # the parent needs every failure as data
         traceback.print_exc()
         answer = {"error": f"{type(error).__name__}: {error}"}

@@ -117,6 +117,18 @@ def test_import_error_is_its_own_kind(tmp_path):
     assert "ModuleNotFoundError: No module named 'modelparity_backend_not_installed'" in str(error.value)
 
 
+def import_missing_converter_part():
+    import onnx.no_such_converter_for_this_operator  # noqa: F401 (onnx is installed; its part is not)
+
+
+def test_a_missing_part_of_an_installed_package_is_the_converters_own_failure(tmp_path):
+    """onnx2tf imports onnx2tf.ops.<OP> for each operator: an operator it lacks is a conversion
+    failure (stored), not a backend to install."""
+    with pytest.raises(IsolatedError) as error:
+        run_isolated(f"{HERE}:import_missing_converter_part", {}, 60, tmp_path / "log")
+    assert error.value.kind == "raised"
+
+
 def test_a_timeout_kills_the_converters_own_children_too(tmp_path):
     pids = []
     try:

@@ -66,10 +66,14 @@ class FormatGraph:
         return list(seen.values())
 
     def runnable(self, patterns: Sequence[str] = ("*",)) -> list[Format]:
-        """Formats with a runner whose id matches any glob in `patterns` (and, when `providers` is
-        set, that run on one of them)."""
+        """Formats with a runner whose id matches any glob in `patterns` and none of its `!GLOB`
+        exclusions (only exclusions: every other format), and, when `providers` is set, that run on
+        one of them."""
+        include = [p for p in patterns if not p.startswith("!")] or ["*"]
+        exclude = [p[1:] for p in patterns if p.startswith("!")]
         return [node for node in self.nodes.values() if node.load is not None
-                and any(fnmatch.fnmatchcase(node.id, p) for p in patterns)
+                and any(fnmatch.fnmatchcase(node.id, p) for p in include)
+                and not any(fnmatch.fnmatchcase(node.id, p) for p in exclude)
                 and (self.providers is None or self.provider(node.id) in self.providers)]
 
     def provider(self, format_id: str) -> str:

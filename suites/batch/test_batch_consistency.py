@@ -4,11 +4,13 @@ batched run equals row i run alone, and one sample repeated answers the same in 
 
 import pytest
 
-from fixtures.parity import enact
-from fixtures.reference import test_reference  # noqa: F401 (the reference check of each model)
-
 pytestmark = pytest.mark.filterwarnings("default")
 
 
-def test_batch_consistency(batch_outcome):
+def test_batch_consistency(batch_outcome, enact):
     enact(batch_outcome)
+
+
+def test_reference(reference_check):
+    """torch eager can serve as the model's reference (run before its format checks)."""
+    reference_check()

@@ -6,10 +6,13 @@ See the README's "Dynamic axes" for the statuses and the profiles (--dynamic-pro
 
 import pytest
 
-from fixtures.reference import test_reference  # noqa: F401 (the reference check of each model)
-
 pytestmark = pytest.mark.filterwarnings("default")
 
 
 def test_dynamic_axes(dynamic_check):
     dynamic_check()
+
+
+def test_reference(reference_check):
+    """torch eager can serve as the model's reference (run before its format checks)."""
+    reference_check()

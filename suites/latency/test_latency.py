@@ -6,19 +6,16 @@ Run with --benchmark-only; compare with a saved run with --benchmark-compare and
 
 import pytest
 
-from fixtures.latency import measure
-from fixtures.load import measure_load
-
 pytestmark = pytest.mark.filterwarnings("default")
 
 
-def test_latency(latency_subject, benchmark):
+def test_latency(latency_subject, benchmark, measure_latency):
     """latency_subject first: a format that cannot be built or run errors at setup, with its reason,
     before pytest-benchmark's fixture exists (which would then warn it was never used)."""
-    measure(benchmark, latency_subject)
+    measure_latency(benchmark, latency_subject)
 
 
-def test_service_load(load_subject, benchmark):
+def test_service_load(load_subject, benchmark, measure_load):
     """N concurrent clients against the HTTP service for a fixed time; every request must succeed.
     Throughput and p50/p99 are in the report; nothing here asserts a speed."""
     result = measure_load(benchmark, load_subject)

@@ -2,8 +2,6 @@
 NAME) and against the same chain at the other selected opsets; --save-baseline NAME writes the
 baseline (README, "Opset and runtime upgrades")."""
 
-from fixtures.parity import enact
 
-
-def test_opset_regression(opset_check):
+def test_opset_regression(opset_check, enact):
     enact(opset_check)

@@ -5,13 +5,15 @@ Runs at batch 1 and at a batch > 1. See the README for the pass rule and the tol
 
 import pytest
 
-from fixtures.parity import enact
-from fixtures.reference import test_reference  # noqa: F401 (the reference check of each model)
-
 # A user's model may warn in its own forward(); that is reported, not turned into an error
 # (filterwarnings=error is for the harness's own tests).
 pytestmark = pytest.mark.filterwarnings("default")
 
 
-def test_parity(parity_outcome):
+def test_parity(parity_outcome, enact):
     enact(parity_outcome)
+
+
+def test_reference(reference_check):
+    """torch eager can serve as the model's reference (run before its format checks)."""
+    reference_check()
