@@ -149,6 +149,7 @@ def main() -> int:
             worst = max(worst, result["overhead"])
             print(f"{name:<20}{fmt:<36}{result['bare_us']:>12.1f}{result['harness_us']:>12.1f}"
                   f"{result['overhead']:>+10.2%}{result['calls']:>8}")
+    harness.close()
     print(f"worst overhead {worst:+.2%} (limit {args.limit:.0%})")
     return 0 if worst <= args.limit else 1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from functools import cache, lru_cache
 from importlib import metadata
 from typing import Any
@@ -63,9 +64,16 @@ def tool_versions() -> dict[str, str]:
 
 
 @cache
+def _module_distributions() -> Mapping[str, list[str]]:
+    """Top-level module -> the distributions providing it: a walk over every installed
+    distribution's file list (0.4 s here), so once per process."""
+    return metadata.packages_distributions()
+
+
+@cache
 def versions_for_modules(modules: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the distributions providing these top-level modules."""
-    providers = metadata.packages_distributions()
+    providers = _module_distributions()
     versions = {}
     for module in modules:
         for dist in providers.get(module, [module]):

@@ -57,28 +57,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.format not in graph.nodes:
         parser.error(f"--format {args.format}: unknown; known: {', '.join(sorted(graph.nodes))}")
     harness = Harness(graph, ArtifactStore(args.store), args.build_timeout)
-    model = harness.model(args.model)
-    with np.load(args.inputs) as saved:
-        inputs = {name: saved[name] for name in model.spec.input_names}
-    batch = next(iter(inputs.values())).shape[model.spec.batch_dim(model.spec.input_names[0]) or 0]
     try:
-        artifact = harness.artifact(model, args.format, BuildRecord())
-    except StoredBuildError as error:
-        print(f"conversion failed for {args.format}: {error}")
-        return 1
-    runner, _ = harness.runner(model, args.format, artifact)
-    actual = runner.run(inputs)
-    outputs = args.inputs.with_name(f"{args.inputs.stem}.{args.format}.outputs.npz")
-    np.savez(outputs, **actual)
-    pyproject = Path("pyproject.toml")
-    table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("modelparity", {}) \
-        if pyproject.is_file() else {}
-    overrides = parse_overrides(table.get("tolerance", []), str(pyproject))
-    comparison = compare_with_reference(harness, model, args.format, inputs, (batch, "repro"), actual,
-                                        overrides)
-    print(comparison.message())
-    print(f"{args.format} outputs saved to {outputs}")
-    return 0 if comparison.passed else 1
+        model = harness.model(args.model)
+        with np.load(args.inputs) as saved:
+            inputs = {name: saved[name] for name in model.spec.input_names}
+        batch = next(iter(inputs.values())).shape[model.spec.batch_dim(model.spec.input_names[0]) or 0]
+        try:
+            artifact = harness.artifact(model, args.format, BuildRecord())
+        except StoredBuildError as error:
+            print(f"conversion failed for {args.format}: {error}")
+            return 1
+        runner, _ = harness.runner(model, args.format, artifact)
+        actual = runner.run(inputs)
+        outputs = args.inputs.with_name(f"{args.inputs.stem}.{args.format}.outputs.npz")
+        np.savez(outputs, **actual)
+        pyproject = Path("pyproject.toml")
+        table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("modelparity", {}) \
+            if pyproject.is_file() else {}
+        overrides = parse_overrides(table.get("tolerance", []), str(pyproject))
+        comparison = compare_with_reference(harness, model, args.format, inputs, (batch, "repro"), actual,
+                                            overrides)
+        print(comparison.message())
+        print(f"{args.format} outputs saved to {outputs}")
+        return 0 if comparison.passed else 1
+    finally:
+        harness.close()  # its conversion and runtime worker processes
 
 
 if __name__ == "__main__":

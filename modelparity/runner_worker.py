@@ -16,6 +16,8 @@ memory probe has run them in a child first.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import os
 import sys
@@ -52,7 +54,7 @@ class RuntimeWorkers:
             self._generations[family] = self._generations.get(family, 0) + 1
             log = self.scratch / f"{family}-{self._generations[family]}.log"
             self._workers[family] = Worker(
-                [sys.executable, "-u", "-X", "faulthandler", "-m", "modelparity.runner_worker"],
+                [sys.executable, "-u", "-X", "faulthandler", "-m", "modelparity.runner_worker", family],
                 log, f"{family} runner worker", self.timeout, env)
         return self._generations[family]
 
@@ -116,10 +118,17 @@ class IsolatedRunner:
             return {name: data[name] for name in data.files}
 
 
-def _load(request: dict[str, Any]) -> Any:
+@functools.cache
+def _graph(recipe: str) -> Any:
+    """The parent's format graph, rebuilt once per worker (its plugins imported once)."""
     from modelparity.formats import build_graph
 
-    graph = build_graph(request["recipe"]["options"], request["recipe"]["plugins"])
+    options = json.loads(recipe)
+    return build_graph(options["options"], options["plugins"])
+
+
+def _load(request: dict[str, Any]) -> Any:
+    graph = _graph(json.dumps(request["recipe"], sort_keys=True))
     node = graph.nodes[request["format_id"]]
     assert node.load is not None
     return node.load(LoadContext(Path(request["artifact"]), node.params, request["input_names"],
@@ -127,10 +136,17 @@ def _load(request: dict[str, Any]) -> Any:
                                  Path(request["model"]) if request["model"] else None))
 
 
-def _serve() -> None:
-    """The child: answer load and run requests on the original stdout; everything else to stderr."""
+def _serve(runtime: str | None) -> None:
+    """The child: import `runtime` (its family's module, when importable: the parent's first
+    request then finds it imported), then answer load and run requests on the original stdout;
+    everything else to stderr."""
     protocol = sys.stdout
     sys.stdout = sys.stderr
+    if runtime:
+        try:
+            importlib.import_module(runtime)
+        except Exception:  # not a module name, or broken: the first load request says how
+            pass
     runners: dict[str, Any] = {}
     for line in sys.stdin:
         request = json.loads(line)
@@ -159,4 +175,4 @@ def _serve() -> None:
 
 
 if __name__ == "__main__":
-    _serve()
+    _serve(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -71,6 +71,10 @@ class ModelSpec:
     `evaluation()` returns a labelled evaluation set for suites/precision: (inputs with samples along
     the batch axis, integer labels for the first classifier output); without it, precision drift is
     measured as agreement with FP32 on seeded inputs.
+    `factory_reusable` says the factory's result depends on its code and the installed packages
+    alone (no file it reads, no clock, no unseeded randomness): the harness then keeps the spec in
+    its store and skips the factory in later sessions while that code is unchanged
+    (modelparity.factory_cache). Its callables must be module-level functions (pickle names them).
     """
 
     name: str
@@ -89,6 +93,7 @@ class ModelSpec:
     evaluation: Callable[[], tuple[dict[str, np.ndarray], np.ndarray]] | None = None
     custom_ops: tuple[Any, ...] = ()
     builtin: bool = False
+    factory_reusable: bool = False
     description: str = ""
     _pool: dict[str, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 

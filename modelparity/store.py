@@ -106,6 +106,12 @@ class ArtifactStore:
         given only paths, reaches the store for an artifact every model shares (a compiled tool)."""
         return Path(entry).parent.parent
 
+    def lookup(self, key: str) -> Artifact | None:
+        """The built entry under `key` if there is one; never builds (a stored failure is none)."""
+        final = self.path_for(key)
+        manifest = self._read(final)
+        return Artifact(key, final, manifest) if manifest and manifest["status"] == "built" else None
+
     def get_or_build(self, key: str, parts: Mapping[str, Any],
                      build: Callable[[Path], Mapping[str, Any]],
                      build_timeout: float | None = None) -> Artifact:

@@ -117,6 +117,7 @@ def test_memory_probe_sees_what_a_runner_holds_after_loading_and_allocates_per_r
     harness = Harness(graph, ArtifactStore(tmp_path / "store"), build_timeout=300)
     model = harness.model(f"{TINY}:build")
     artifact = harness.artifact(model, PRIMARY_ONNX, BuildRecord())
+    harness.close()
     inputs = {1: model.spec.inputs_for({"batch": 1}, seed=0)}
     names = (model.spec.input_names, model.spec.output_names)
     hog = measure_memory(graph, "onnx-dynamo-hog", artifact.path, *names, inputs, timeout=120,

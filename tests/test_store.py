@@ -110,6 +110,17 @@ def hang(source, out, params, model):
     time.sleep(3600)
 
 
+_HARNESSES = []
+
+
+@pytest.fixture(autouse=True)
+def _close_harnesses():
+    """Each harness's conversion workers end with the test that made it."""
+    yield
+    while _HARNESSES:
+        _HARNESSES.pop().close()
+
+
 def _harness(store, timeout: float = 60, flag: Path | None = None):
     """A harness with a two-node chain: `parent` writes what the `flag` file says into its artifact,
     `child` fails when that is "garbage"."""
@@ -119,7 +130,14 @@ def _harness(store, timeout: float = 60, flag: Path | None = None):
 
     graph = FormatGraph([Format("parent", build=f"{HERE}:write_parent", params={"flag": str(flag)}),
                          Format("child", parent="parent", build=f"{HERE}:check_parent")])
-    return Harness(graph, store, build_timeout=timeout)
+    _HARNESSES.append(Harness(graph, store, build_timeout=timeout))
+    return _HARNESSES[-1]
+
+
+def _node(target: str, params=None):
+    from modelparity.formats.base import Format
+
+    return Format("node", build=target, params=params or {})
 
 
 def _fake_model(store):
@@ -168,8 +186,8 @@ def test_a_rebuilt_parent_gives_its_children_new_keys(tmp_path):
 def test_an_import_error_of_the_backend_is_not_stored(tmp_path):
     installed = tmp_path / "installed"
     store = ArtifactStore(tmp_path / "s")
-    build = _harness(store)._builder(f"{HERE}:needs_backend", tmp_path, {"installed": str(installed)},
-                                     tmp_path)
+    build = _harness(store)._builder(_node(f"{HERE}:needs_backend", {"installed": str(installed)}),
+                                     tmp_path, tmp_path)
     with pytest.raises(StoredBuildError, match="modelparity_backend_not_installed") as error:
         store.get_or_build("needs", {}, build)
     assert error.value.details["kind"] == "import"
@@ -194,7 +212,7 @@ def test_a_stored_failure_names_the_tool_versions_that_produced_it(tmp_path):
 
 def test_a_timeout_fails_later_checks_of_the_session_at_once(tmp_path):
     store = ArtifactStore(tmp_path / "s")
-    build = _harness(store, timeout=1)._builder(f"{HERE}:hang", tmp_path, {}, tmp_path)
+    build = _harness(store, timeout=1)._builder(_node(f"{HERE}:hang"), tmp_path, tmp_path)
     with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
         store.get_or_build("slow", {}, build)
     started = time.monotonic()
@@ -210,7 +228,7 @@ def test_a_timeout_is_stored_when_asked(tmp_path):
     """--store-timeouts: a later run (a new store instance) fails at once with the stored timeout."""
     harness = _harness(ArtifactStore(tmp_path / "s"), timeout=1)
     harness.store_timeouts = True
-    build = harness._builder(f"{HERE}:hang", tmp_path, {}, tmp_path)
+    build = harness._builder(_node(f"{HERE}:hang"), tmp_path, tmp_path)
     with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
         harness.store.get_or_build("slow", {}, build)
     started = time.monotonic()

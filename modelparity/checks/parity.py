@@ -89,7 +89,8 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     try:
         runner, load_seconds = harness.runner(model, format_id, artifact)
         started = time.perf_counter()
-        actual = runner.run(inputs)
+        with harness.clock("run"):
+            actual = runner.run(inputs)
         record["run_seconds"] = round(time.perf_counter() - started, 4)
     except Exception as error:
         record["error"] = {"kind": "runtime", "summary": f"{type(error).__name__}: {error}",
@@ -111,8 +112,9 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
 
     floors = harness.noise_floors(model, inputs, (batch,))
     tolerance_for = effective_tolerance(harness, model, format_id, overrides, floors)
-    comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",
-                         spec.classifier_outputs, floors)
+    with harness.clock("compare"):
+        comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",
+                             spec.classifier_outputs, floors)
     record["comparison"] = comparison.to_dict()
     record["noise_floor"] = {name: floor.to_dict() for name, floor in floors.items()}
     record["noise_factor"] = NOISE_FACTOR

@@ -41,5 +41,6 @@ def pad_to_even() -> ModelSpec:
         dynamic_axes={"signal": {0: "batch", 2: "length"}, "features": {0: "batch"}},
         axis_ranges={"batch": AxisRange(1, 8), "length": AxisRange(4, 64)},
         builtin=True,
+        factory_reusable=True,  # seeded weights, data from installed packages: no file, no clock
         description="branches on the input length (pads odd lengths): tracing freezes the branch",
     )

@@ -115,5 +115,6 @@ def scaled_silu_cnn(custom_op: CustomOp = SCALED_SILU) -> ModelSpec:
         classifier_outputs=("logits",),
         custom_ops=(custom_op,),
         builtin=True,
+        factory_reusable=True,  # seeded weights, data from installed packages: no file, no clock
         description="calls a torch.library operator (fused scaled SiLU) that no exporter knows",
     )

@@ -114,6 +114,7 @@ def digits_cnn() -> ModelSpec:
         preprocess=preprocess_digit,
         evaluation=_held_out_set,
         builtin=True,
+        factory_reusable=True,  # seeded weights, data from installed packages: no file, no clock
         description="CNN trained on scikit-learn digits, held-out images as inputs",
     )
 

@@ -50,5 +50,6 @@ def tiny_transformer() -> ModelSpec:
         axis_ranges={"batch": AxisRange(1, 16), "sequence": AxisRange(2, 64)},
         classifier_outputs=("logits",),
         builtin=True,
+        factory_reusable=True,  # seeded weights, data from installed packages: no file, no clock
         description="2-layer transformer encoder over token ids, per-token logits",
     )

@@ -106,6 +106,7 @@ def _image_spec(name: str, module: nn.Module, description: str) -> ModelSpec:
         preprocess=preprocess_photo,
         tolerances=_RANDOM_INIT_TOLERANCES,
         builtin=True,
+        factory_reusable=True,  # seeded weights, data from installed packages: no file, no clock
         description=description,
     )
 
