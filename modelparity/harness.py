@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -106,6 +107,22 @@ def file_stamps(directory: Path) -> dict[str, tuple[int, int]]:
     """Size and modification time of every file under `directory`: what a build must not change."""
     return {str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
             for path in directory.rglob("*") if path.is_file()}
+
+
+def private_copy(source: Path, where: Path) -> Path:
+    """The parent artifact as a converter gets it: a tree of hard links (a copy where the file
+    system has none), so that a converter writing beside its input (ONNX Runtime's quantizers write
+    and delete `model-inferred.onnx` there) does so in its own folder, not in the parent two
+    sibling conversions read at once. `where` sits beside the build's temporary folder, named after
+    its key, so the store removes it with that folder if the run dies. Rewriting a linked file in
+    place would still reach the parent: file_stamps catches that."""
+    def link(source_file: str, target_file: str) -> None:
+        try:
+            os.link(source_file, target_file)
+        except OSError:
+            shutil.copy2(source_file, target_file)
+    shutil.copytree(source, where, symlinks=True, copy_function=link)
+    return where
 
 
 @cache
@@ -358,9 +375,10 @@ class Harness:
             for family, modules in preloads.items():
                 self._converters.preload(family, sorted(modules))
             before = file_stamps(source)
+            private = private_copy(source, out.with_name(f"{out.name}.input"))
             try:
                 info = self._converters.run(self.conversion_family(node), target, {
-                    "source": str(source), "out": str(out), "params": dict(node.params),
+                    "source": str(private), "out": str(out), "params": dict(node.params),
                     "model": str(model)}, self.build_timeout, out / "build.log")
             except IsolatedError as error:
                 stored = error.kind != "import" and (error.kind != "timeout" or self.store_timeouts)
@@ -369,6 +387,8 @@ class Harness:
                 if error.kind == "timeout":
                     details["remember"] = "timed out earlier in this session; not retried until the next run"
                 raise StoredBuildError(str(error), details) from None
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
             changed = sorted(name for name, stamp in file_stamps(source).items()
                              if before.get(name, stamp) != stamp)
             if changed:

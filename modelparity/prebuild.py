@@ -10,6 +10,7 @@ words, and a failed node's children are never attempted; so does a model whose f
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -32,7 +33,9 @@ class Prebuild:
         self.counts = {"built": 0, "stored": 0, "failed": 0}
         self._children: dict[tuple[str, str | None], list[Format]] = {}
         self._models: dict[str, LoadedModel] = {}
-        self._running: dict[Future[Artifact | None], tuple[str, Format]] = {}
+        self._running: dict[Future[Artifact | None], tuple[str, Format]] = {}  # submitted
+        self._converting: set[tuple[str, str]] = set()  # (model name, node id) in a worker now
+        self._lock = threading.Lock()
 
     def run(self, wanted: list[tuple[str, str]]) -> None:
         for reference, format_id in wanted:
@@ -76,10 +79,15 @@ class Prebuild:
         if node.build is None:
             return source
         chain = self.harness.graph.chain(node.id)
+        with self._lock:
+            self._converting.add((model.spec.name, node.id))
         try:
             return self.harness.node_artifact(model, chain, len(chain) - 1, source)
         except Exception:  # StoredBuildError (kept by the harness), or what the check will meet
             return None
+        finally:
+            with self._lock:
+                self._converting.discard((model.spec.name, node.id))
 
     def _report(self, reference: str, node: Format, made: Artifact | None, total: int,
                 started: float) -> None:
@@ -87,9 +95,9 @@ class Prebuild:
         self.counts[kind] += 1
         if kind == "stored":
             return
-        name = self._models[reference].spec.name
-        busy = ", ".join(f"{self._models[r].spec.name} {n.id}" for r, n in self._running.values()
-                         if n.build) or "nothing"
+        with self._lock:
+            busy = ", ".join(f"{name} {node_id}" for name, node_id in sorted(self._converting))
         took = f" in {made.manifest.get('build_seconds', 0.0):.1f} s" if made else ""
-        self.progress(f"[{sum(self.counts.values())}/{total}] {kind} {name} {node.id}{took}; "
-                      f"running: {busy}; {time.perf_counter() - started:.0f} s elapsed")
+        self.progress(f"[{sum(self.counts.values())}/{total}] {kind} {self._models[reference].spec.name} "
+                      f"{node.id}{took}; running: {busy or 'nothing'}; "
+                      f"{time.perf_counter() - started:.0f} s elapsed")

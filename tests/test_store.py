@@ -134,6 +134,13 @@ def _harness(store, timeout: float = 60, flag: Path | None = None):
     return _HARNESSES[-1]
 
 
+def _parent(tmp_path: Path) -> Path:
+    """A parent artifact's folder, outside the store (the builder gets a linked copy of it)."""
+    parent = tmp_path / "parent"
+    parent.mkdir(exist_ok=True)
+    return parent
+
+
 def _node(target: str, params=None):
     from modelparity.formats.base import Format
 
@@ -187,7 +194,7 @@ def test_an_import_error_of_the_backend_is_not_stored(tmp_path):
     installed = tmp_path / "installed"
     store = ArtifactStore(tmp_path / "s")
     build = _harness(store)._builder(_node(f"{HERE}:needs_backend", {"installed": str(installed)}),
-                                     tmp_path, tmp_path)
+                                     _parent(tmp_path), tmp_path)
     with pytest.raises(StoredBuildError, match="modelparity_backend_not_installed") as error:
         store.get_or_build("needs", {}, build)
     assert error.value.details["kind"] == "import"
@@ -212,7 +219,7 @@ def test_a_stored_failure_names_the_tool_versions_that_produced_it(tmp_path):
 
 def test_a_timeout_fails_later_checks_of_the_session_at_once(tmp_path):
     store = ArtifactStore(tmp_path / "s")
-    build = _harness(store, timeout=1)._builder(_node(f"{HERE}:hang"), tmp_path, tmp_path)
+    build = _harness(store, timeout=1)._builder(_node(f"{HERE}:hang"), _parent(tmp_path), tmp_path)
     with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
         store.get_or_build("slow", {}, build)
     started = time.monotonic()
@@ -228,7 +235,7 @@ def test_a_timeout_is_stored_when_asked(tmp_path):
     """--store-timeouts: a later run (a new store instance) fails at once with the stored timeout."""
     harness = _harness(ArtifactStore(tmp_path / "s"), timeout=1)
     harness.store_timeouts = True
-    build = harness._builder(_node(f"{HERE}:hang"), tmp_path, tmp_path)
+    build = harness._builder(_node(f"{HERE}:hang"), _parent(tmp_path), tmp_path)
     with pytest.raises(StoredBuildError, match="did not finish within 1 s"):
         harness.store.get_or_build("slow", {}, build)
     started = time.monotonic()
