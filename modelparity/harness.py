@@ -28,6 +28,7 @@ from modelparity.isolate import ConversionWorkers, IsolatedError
 from modelparity.machine import machine_info, versions_for_modules
 from modelparity.models import load_spec, model_identity, save_model_artifact
 from modelparity.phases import PhaseClock
+from modelparity.phases import add as add_phases
 from modelparity.references import import_module_of
 from modelparity.runner_worker import IsolatedRunner, RuntimeWorkers
 from modelparity.spec import ModelSpec, SpecError
@@ -344,6 +345,7 @@ class Harness:
             self._preloads = preloads
         for runtime in {self.runtime_family(f) for _, f in wanted if self.runs_isolated(f)} - {None}:
             self._runtime_workers().generation(str(runtime))  # started: it imports its runtime
+        add_phases(self.session_phases, self.clock.take())
         started = time.perf_counter()
         try:
             Prebuild(self, max(1, parallel), progress).run(wanted)
@@ -351,8 +353,10 @@ class Harness:
             self._converters.interrupt()
             raise
         finally:
-            self.session_phases["prebuild"] = round(self.session_phases.get("prebuild", 0.0)
-                                                    + time.perf_counter() - started, 4)
+            inside = self.clock.take()  # the factories it called, charged as such
+            add_phases(self.session_phases, inside)
+            add_phases(self.session_phases,
+                       {"prebuild": time.perf_counter() - started - sum(inside.values())})
 
     def conversion_family(self, node: Format) -> str:
         """Which conversion worker process builds the node (CONVERSION_FAMILIES)."""
