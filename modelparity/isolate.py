@@ -362,7 +362,12 @@ def _output_to(log: Path) -> Iterator[None]:
 
 
 def _preload(modules: list[str]) -> list[str]:
-    """Import what the coming conversions need; the names of those that failed."""
+    """Import what the coming conversions need; the names of those that failed. torch and its
+    compiler first: coremltools imports TensorFlow where it is installed, and triton (which
+    torch._dynamo loads) crashes the process (SIGSEGV in the next torch.export) when it loads after
+    TensorFlow."""
+    if "torch" in modules:
+        modules = ["torch", "torch._dynamo", *(m for m in modules if m != "torch")]
     failed = []
     for name in modules:
         try:

@@ -17,6 +17,7 @@ import numpy as np
 from modelparity.checks.compare import compare
 from modelparity.checks.parity import INPUT_SEED, Outcome, build_failure, effective_tolerance, unavailable
 from modelparity.checks.tolerance import ToleranceOverride
+from modelparity.formats.base import NotApplicable
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.store import StoredBuildError
 
@@ -62,6 +63,8 @@ def check_batch_consistency(harness: Harness, model: LoadedModel, format_id: str
         batched = runner.run(batched_inputs)
         singles = [runner.run(spec.rows(batched_inputs, [row])) for row in range(batch)]
         repeated = runner.run(repeated_inputs)
+    except NotApplicable as reason:
+        return Outcome("skipped", f"not applicable: {reason}", "not-applicable", record=record)
     except Exception as error:
         return Outcome("failed", f"{format_id} failed to run: {type(error).__name__}: {error}",
                        record=record)

@@ -17,6 +17,7 @@ from typing import Any
 
 from modelparity.checks.parity import Outcome, build_failure, compare_with_reference, unavailable
 from modelparity.checks.tolerance import ToleranceOverride
+from modelparity.formats.base import NotApplicable
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.store import StoredBuildError
 
@@ -83,6 +84,8 @@ class DynamicSubject:
         key = ("dynamic", tuple(sorted(sizes.items())), seed)
         try:
             actual = self.runner.run(inputs)
+        except NotApplicable:
+            raise  # the runtime cannot run here at all: not a failure at these shapes
         except Exception as error:
             return self._failed(sizes, seed, shapes, f"{self.format_id} failed to run at input shapes "
                                 f"{shapes}: {type(error).__name__}: {str(error)[:800]}")

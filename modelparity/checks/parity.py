@@ -21,6 +21,7 @@ from modelparity.checks.tolerance import Tolerance, ToleranceOverride, parse_ove
 from modelparity.diverge import Divergence, locate
 from modelparity.execution import mismatches, torch_facts
 from modelparity.execution import summary as execution_summary
+from modelparity.formats.base import NotApplicable
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.machine import machine_info
 from modelparity.repro import command
@@ -74,7 +75,13 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         return build_failure(format_id, error, record)
     _record_build(record, build, artifact.path)
 
-    sizes = {spec.batch_axis: batch} if spec.batch_axis else {}
+    sizes, key = ({spec.batch_axis: batch} if spec.batch_axis else {}), (batch,)
+    if node.fixed_shapes:  # checked where it was built: the export's sizes, in its first case
+        if batch > 1:
+            return Outcome("skipped", f"not applicable: {format_id} has fixed shapes by design "
+                           f"({node.fixed_shapes}); its b1 check runs at the export's sizes "
+                           f"{spec.export_sizes()}", "not-applicable", record=record)
+        sizes, key = spec.export_sizes(), ("export",)
     inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
     record["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
     saved = harness.save_inputs(model, inputs, f"b{batch}")
@@ -84,7 +91,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         record["repro"] = command(model.reference, format_id, saved, harness.store.root,
                                   harness.graph.recipe)
         repro = f"\nreproduce on the saved inputs: {record['repro']}"
-    reference = harness.reference_outputs(model, inputs, (batch,))
+    reference = harness.reference_outputs(model, inputs, key)
     record["reference_facts"] = torch_facts("cpu")
     try:
         runner, load_seconds = harness.runner(model, format_id, artifact)
@@ -92,6 +99,9 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         with harness.clock("run"):
             actual = runner.run(inputs)
         record["run_seconds"] = round(time.perf_counter() - started, 4)
+    except NotApplicable as reason:
+        record["facts"] = runner.facts
+        return Outcome("skipped", f"not applicable: {reason}", "not-applicable", record=record)
     except Exception as error:
         record["error"] = {"kind": "runtime", "summary": f"{type(error).__name__}: {error}",
                            "tail": traceback.format_exc(limit=-3)}
@@ -110,7 +120,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     record["execution"] = {"declared": {"device": node.device, "precision": node.precision},
                            "ran": execution_summary(runner.facts), "mismatches": ran_otherwise}
 
-    floors = harness.noise_floors(model, inputs, (batch,))
+    floors = harness.noise_floors(model, inputs, key)
     tolerance_for = effective_tolerance(harness, model, format_id, overrides, floors)
     with harness.clock("compare"):
         comparison = compare(reference, actual, tolerance_for, f"{format_id} vs torch",

@@ -41,7 +41,10 @@ class Runner(Protocol):
 class NotApplicable(Exception):
     """Raised by a builder whose conversion has nothing to do for this model (an INT8 quantiser and
     a model without MatMul/Conv/Gemm): the format is reported as not applicable, with the reason,
-    never as a conversion failure."""
+    never as a conversion failure. Raised by a runner's run() or timed_call() whose runtime cannot
+    execute on this machine (Core ML off macOS), after its constructor checked what it can of the
+    artifact (its declared interface): every suite reports the check as not applicable, with the
+    reason and the runner's facts."""
 
 
 class NotTimeable(RuntimeError):

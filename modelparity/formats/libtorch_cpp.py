@@ -1,11 +1,13 @@
-"""LibTorch C++: the TorchScript file run by a small C++ program (libtorch_runner.cpp, beside this
-module) built with g++ against the torch wheel's own headers and libraries, no download.
+"""LibTorch C++: the TorchScript file, or an AOTInductor package (aoti_package.py), run by a small C++
+program (libtorch_runner.cpp, beside this module) built with g++ against the torch wheel's own headers
+and libraries, no download.
 
 The program is compiled once per store (keyed by its source's sha256, the torch version and library
-path, and the compiler's version) as an artifact every model shares; each model's artifact holds a
-copy of it and of the TorchScript file. The runner writes the inputs as .npy, runs the program in a
-child process with a timeout, and reads its .npy outputs: a crash or a hang fails that check alone.
-The program also measures its own latency around module.forward after warm-up (`native_latency`).
+path, the compiler's version and the command) as an artifact every model shares; each model's
+artifact holds a copy of it and of the model's file (params: `kind`, torchscript or aoti, and
+`file`). The runner writes the inputs as .npy, runs the program in a child process with a timeout,
+and reads its .npy outputs: a crash or a hang fails that check alone. The program also measures its
+own latency around the model's forward after warm-up (`native_latency`).
 """
 
 from __future__ import annotations
@@ -45,20 +47,25 @@ def compile_command(torch_dir: Path, out: Path) -> list[str]:
     lib = torch_dir / "lib"
     # torch_cpu and c10 only: libtorch.so would also load the CUDA libraries. --no-as-needed keeps
     # torch_cpu linked although no symbol is named directly: its static initialisers register the ops.
+    # An RPATH, not a RUNPATH (--disable-new-dtags): it also finds libtorch.so for the shared object
+    # inside an AOTInductor package, which the loader dlopens ("cannot open shared object file").
     return ["g++", "-O2", "-std=c++20", f"-D_GLIBCXX_USE_CXX11_ABI={abi}", str(SOURCE),
             f"-I{torch_dir / 'include'}", f"-I{torch_dir / 'include' / 'torch' / 'csrc' / 'api' / 'include'}",
-            f"-L{lib}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10", f"-Wl,-rpath,{lib}", "-o", str(out)]
+            f"-L{lib}", "-Wl,--no-as-needed", "-ltorch_cpu", "-lc10", "-Wl,--disable-new-dtags",
+            f"-Wl,-rpath,{lib}", "-o", str(out)]
 
 
 def compiled_runner(store_root: Path) -> Path:
-    """The program, compiled once into the store (under a lock, so parallel builds share it)."""
+    """The program, compiled once into the store (under a lock, so parallel builds share it), keyed by
+    its source, torch, the compiler and the command (its flags)."""
     import torch
 
     torch_dir = Path(torch.__file__).parent
     compiler = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=True)
     parts = {"tool": BINARY, "source": hashlib.sha256(SOURCE.read_bytes()).hexdigest(),
              "torch": torch.__version__, "torch_dir": str(torch_dir),
-             "compiler": compiler.stdout.splitlines()[0]}
+             "compiler": compiler.stdout.splitlines()[0],
+             "command": compile_command(torch_dir, Path(BINARY))}
 
     def build(out: Path) -> Mapping[str, Any]:
         command = compile_command(torch_dir, out / BINARY)
@@ -73,11 +80,12 @@ def compiled_runner(store_root: Path) -> Path:
 
 
 def build(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """The model's artifact: its TorchScript file and a copy of the compiled program."""
+    """The model's artifact: its TorchScript file (or AOTInductor package) and a copy of the
+    compiled program."""
     binary = compiled_runner(ArtifactStore.root_of(Path(model)))
     shutil.copy2(binary, Path(out) / BINARY)
-    shutil.copy2(Path(source) / "model.ts", Path(out) / "model.ts")
-    return {"file": "model.ts", "program": BINARY, "compiled": str(binary)}
+    shutil.copy2(Path(source) / params["file"], Path(out) / params["file"])
+    return {"file": params["file"], "program": BINARY, "compiled": str(binary)}
 
 
 class LibTorchCppRunner:
@@ -87,6 +95,7 @@ class LibTorchCppRunner:
         import torch
 
         self._artifact = context.artifact
+        self._kind, self._file = context.params["kind"], context.params["file"]
         self._inputs = context.input_names
         self._outputs = context.output_names
         self.facts: dict[str, Any] = {"runtime": f"libtorch {torch.__version__} (C++ program)",
@@ -99,12 +108,13 @@ class LibTorchCppRunner:
             for name in self._inputs:
                 files.append(str(Path(scratch) / f"{name}.npy"))
                 np.save(files[-1], np.ascontiguousarray(inputs[name]))
-            result = subprocess.run([str(self._artifact / BINARY), str(self._artifact / "model.ts"), scratch,
-                                     str(warmup), str(repeat), *files],
+            program, model = str(self._artifact / BINARY), str(self._artifact / self._file)
+            result = subprocess.run([program, self._kind, model, scratch, str(warmup), str(repeat), *files],
                                     capture_output=True, text=True, timeout=RUN_TIMEOUT)
-            if result.returncode != 0:
+            if result.returncode != 0:  # c10's message first, then its backtrace's frames
+                said = (result.stderr or result.stdout).splitlines()
                 raise RuntimeError(f"the LibTorch C++ program exited with {result.returncode}: "
-                                   f"{(result.stderr or result.stdout)[-1500:]}")
+                                   + "\n".join(said[:4])[:1500])
             report = json.loads(result.stdout.strip().splitlines()[-1])
             if report["outputs"] != len(self._outputs):
                 raise ValueError(f"the C++ program returned {report['outputs']} outputs but the spec "
@@ -119,13 +129,17 @@ class LibTorchCppRunner:
 
     def native_latency(self, inputs: Mapping[str, np.ndarray], warmup: int, repeat: int) -> dict[str, Any]:
         """Latency measured by the program itself, in milliseconds: load, first call, and `repeat`
-        calls of module.forward after `warmup` calls."""
+        calls of the model's forward after `warmup` calls."""
         return self._call(inputs, warmup, repeat)[1]
+
+
+BUILD = "modelparity.formats.libtorch_cpp:build"
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
     if "torchscript" not in graph:
         return []
-    return [Format("libtorch-cpp", parent="torchscript", build="modelparity.formats.libtorch_cpp:build",
-                   load=LibTorchCppRunner, requires=(TORCH, COMPILER), times_natively=True,
+    return [Format("libtorch-cpp", parent="torchscript", build=BUILD, load=LibTorchCppRunner,
+                   params={"kind": "torchscript", "file": "model.ts"}, requires=(TORCH, COMPILER),
+                   times_natively=True,
                    description="the TorchScript file run by a C++ program linked against LibTorch")]

@@ -1,19 +1,22 @@
-// The LibTorch C++ runner: loads a TorchScript file, reads named inputs from .npy files, runs forward
-// under NoGradGuard, writes every output tensor (tuples and lists flattened, in order) as .npy, and
-// prints one JSON line: load time, first-call time, and per-call latency after warm-up, measured here,
-// in C++, around module.forward alone.
+// The LibTorch C++ runner: loads a TorchScript file (torch::jit::load) or an AOTInductor package
+// (torch::inductor::AOTIModelPackageLoader, what a C++ server loads from aoti_compile_and_package),
+// reads named inputs from .npy files, runs forward under NoGradGuard, writes every output tensor
+// (tuples and lists flattened, in order) as .npy, and prints one JSON line: load time, first-call
+// time, and per-call latency after warm-up, measured here, in C++, around the forward call alone.
 //
-//   libtorch_runner MODEL.pt OUT_DIR WARMUP REPEAT INPUT.npy [INPUT.npy ...]
+//   libtorch_runner torchscript|aoti MODEL OUT_DIR WARMUP REPEAT INPUT.npy [INPUT.npy ...]
 //
 // .npy support: little-endian float32/float64/int32/int64/uint8/bool, C order (what numpy writes).
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -105,6 +108,25 @@ void flatten(const c10::IValue& value, std::vector<at::Tensor>& out) {
   }
 }
 
+using Forward = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+
+// The model's forward, whichever file it is: a TorchScript module's outputs flattened to tensors,
+// or the AOTInductor package's own list.
+Forward load_model(const std::string& kind, const std::string& path) {
+  if (kind == "aoti") {
+    auto loader = std::make_shared<torch::inductor::AOTIModelPackageLoader>(path);
+    return [loader](const std::vector<at::Tensor>& inputs) { return loader->run(inputs); };
+  }
+  if (kind != "torchscript") throw std::runtime_error("unknown model kind " + kind + " (torchscript or aoti)");
+  auto module = std::make_shared<torch::jit::script::Module>(torch::jit::load(path));
+  module->eval();
+  return [module](const std::vector<at::Tensor>& inputs) {
+    std::vector<at::Tensor> outputs;
+    flatten(module->forward(std::vector<c10::IValue>(inputs.begin(), inputs.end())), outputs);
+    return outputs;
+  };
+}
+
 double ms_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
@@ -112,32 +134,30 @@ double ms_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 6) {
-    std::cerr << "usage: " << argv[0] << " MODEL.pt OUT_DIR WARMUP REPEAT INPUT.npy [INPUT.npy ...]\n";
+  if (argc < 7) {
+    std::cerr << "usage: " << argv[0]
+              << " torchscript|aoti MODEL OUT_DIR WARMUP REPEAT INPUT.npy [INPUT.npy ...]\n";
     return 2;
   }
   try {
     torch::NoGradGuard no_grad;
     auto started = std::chrono::steady_clock::now();
-    auto module = torch::jit::load(argv[1]);
-    module.eval();
+    auto forward = load_model(argv[1], argv[2]);
     double load_ms = ms_since(started);
-    std::string out_dir = argv[2];
-    int warmup = std::stoi(argv[3]), repeat = std::stoi(argv[4]);
-    std::vector<c10::IValue> inputs;
-    for (int i = 5; i < argc; ++i) inputs.emplace_back(read_npy(argv[i]));
+    std::string out_dir = argv[3];
+    int warmup = std::stoi(argv[4]), repeat = std::stoi(argv[5]);
+    std::vector<at::Tensor> inputs;
+    for (int i = 6; i < argc; ++i) inputs.push_back(read_npy(argv[i]));
     started = std::chrono::steady_clock::now();
-    auto result = module.forward(inputs);
+    auto outputs = forward(inputs);
     double first_ms = ms_since(started);
-    for (int i = 0; i < warmup; ++i) module.forward(inputs);
+    for (int i = 0; i < warmup; ++i) forward(inputs);
     std::vector<double> latencies;
     for (int i = 0; i < repeat; ++i) {
       started = std::chrono::steady_clock::now();
-      module.forward(inputs);
+      forward(inputs);
       latencies.push_back(ms_since(started));
     }
-    std::vector<at::Tensor> outputs;
-    flatten(result, outputs);
     for (size_t i = 0; i < outputs.size(); ++i) write_npy(out_dir + "/output_" + std::to_string(i) + ".npy", outputs[i]);
     std::cout << "{\"outputs\": " << outputs.size() << ", \"load_ms\": " << load_ms << ", \"first_call_ms\": "
               << first_ms << ", \"threads\": " << at::get_num_threads() << ", \"latency_ms\": [";

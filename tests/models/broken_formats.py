@@ -49,6 +49,47 @@ def perturb_torchscript(source, out, params, model):
     return {"perturbed": "first parameter"}
 
 
+def perturb_exported_program(source, out, params, model):
+    """Copy the torch.export program with one element of its first weight shifted by `delta`: every
+    format lowered from it (ExecuTorch, AOTInductor) must then fail."""
+    import torch
+
+    from modelparity.formats.torch_export import PROGRAM, load_program
+
+    program = load_program(Path(source))
+    name, weight = next(iter(program.state_dict.items()))
+    with torch.no_grad():
+        weight.view(-1)[0] += params["delta"]
+    torch.export.save(program, str(Path(out) / PROGRAM))
+    return {"perturbed": name}
+
+
+def export_without_dynamic_axes(source, out, params, model):
+    """torch.export of the model with no dynamic_shapes: every axis frozen at the export's sizes,
+    the mistake suites/dynamic must catch in every format lowered from it."""
+    import torch
+
+    from modelparity.formats.torch_export import PROGRAM
+    from modelparity.models import ModelArtifact
+
+    artifact = ModelArtifact(Path(model))
+    inputs = tuple(torch.from_numpy(v) for v in artifact.export_inputs().values())
+    torch.export.save(torch.export.export(artifact.load_module().eval(), inputs), str(Path(out) / PROGRAM))
+    return {"dynamic_shapes": None}
+
+
+def lowered_from(export_id, graph, options):
+    """The built-in formats lowered from torch.export (ExecuTorch, AOTInductor), re-rooted under
+    `export_id`: the real converters and runtimes, given a broken program."""
+    from dataclasses import replace
+
+    from modelparity.formats import aoti_package, executorch_pte
+    from modelparity.formats.torch_export import NODE
+
+    nodes = executorch_pte.formats(graph, options) + aoti_package.formats(graph, options)
+    return [replace(node, parent=node.parent.replace(NODE, export_id, 1)) for node in nodes]
+
+
 def scale_one_weight_scale(source, out, params, model):
     """Copy a quantised ONNX file with its first weight scale multiplied by `factor`: the classic
     INT8 deployment bug (a scale from the wrong calibration, or per-tensor where per-channel was meant)."""
@@ -221,7 +262,13 @@ def formats(graph, options):
             http_format(graph, "onnx-dynamo-ort", options, "http-unchecked",
                         app=f"{service}:create_app_without_checks")]
     ort = dict(load=OnnxRuntimeRunner, requires=(ONNXRUNTIME,), params={"level": "all"})
-    return http + [
+    exported = [Format("perturbed", parent="torch-export", build=f"{HERE}:perturb_exported_program",
+                       params={"delta": 0.5}, requires=(TORCH,), produces="exported-program"),
+                Format("torch-export-static", build=f"{HERE}:export_without_dynamic_axes",
+                       requires=(TORCH,), produces="exported-program")]
+    exported += [*lowered_from("torch-export-perturbed", graph, options),
+                 *lowered_from("torch-export-static", graph, options)]
+    return http + exported + [
         Format("perturbed", parent="onnx-dynamo", build=f"{HERE}:perturb_one_weight",
                params={"delta": 0.5}, produces="onnx"),
         Format("badscale", parent="onnx-dynamo-int8dyn", build=f"{HERE}:scale_one_weight_scale",
@@ -249,7 +296,8 @@ def formats(graph, options):
         Format("hog", parent="onnx-dynamo", load=MemoryHogRunner, requires=(ONNXRUNTIME,),
                params={"load_mib": 300, "run_mib": 200}),
         Format("perturbed", parent="torchscript-libtorch-cpp", build=f"{HERE}:perturb_torchscript",
-               params={"delta": 0.5}, load=LibTorchCppRunner, requires=(TORCH, COMPILER),
+               params={"delta": 0.5, "kind": "torchscript", "file": "model.ts"},
+               load=LibTorchCppRunner, requires=(TORCH, COMPILER),
                times_natively=True),
         Format("ort-gated", parent="onnx-dynamo", applies=applies_when_asked, **ort),
         # OpenVINO computes in bf16 on a CPU that has it unless told f32: declared fp32, no hint

@@ -1,0 +1,40 @@
+"""The paths lowered from torch.export (ExecuTorch XNNPACK and portable, AOTInductor in Python and
+C++): they match torch on the tiny model, record what XNNPACK delegated, fail on a program whose
+weight was perturbed before lowering, and fail suites/dynamic when the export froze the batch axis
+(an AOTInductor package compiled for batch 2 answers a batch of 1 with two rows, without an error)."""
+
+import json
+
+import pytest
+
+from tests.conftest import BROKEN_FORMATS, TINY
+
+pytestmark = pytest.mark.slow
+
+LOWERED = ("executorch-xnnpack", "executorch-portable", "aoti", "aoti-cpp")
+
+
+def test_lowered_formats_match_torch_and_fail_on_a_perturbed_program(run_parity):
+    formats = [f"torch-export-{f}" for f in LOWERED] + [f"torch-export-perturbed-{f}" for f in LOWERED]
+    result = run_parity("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                        "--formats", ",".join(formats))
+    # the reference's own check, then batches 1 and 4 of each format
+    result.assert_outcomes(passed=1 + 2 * len(LOWERED), failed=2 * len(LOWERED))
+    for name in LOWERED:
+        result.stdout.fnmatch_lines([f"*[[]torch-export-perturbed-{name} vs torch[]] FAILED*"])
+    report = json.loads((result.reports / "parity.json").read_text())
+    checks = {c["test_id"]: c for c in report["checks"]}
+    xnnpack = checks["tiny-torch-export-executorch-xnnpack-b4"]["facts"]
+    assert xnnpack["delegate"] == "XNNPACK" and xnnpack["delegation"]["delegated_nodes"] > 0
+    portable = checks["tiny-torch-export-executorch-portable-b4"]["facts"]
+    assert portable["delegate"] == "none" and portable["provider"] == "portable kernels"
+    assert checks["tiny-torch-export-aoti-cpp-b4"]["facts"]["runtime"].endswith("(C++ program)")
+
+
+def test_a_frozen_batch_axis_fails_the_dynamic_suite_in_every_lowered_format(run_dynamic):
+    formats = [f"torch-export-{f}" for f in LOWERED] + [f"torch-export-static-{f}" for f in LOWERED]
+    result = run_dynamic("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
+                         "--formats", ",".join(formats))
+    result.assert_outcomes(passed=1 + len(LOWERED), failed=len(LOWERED))  # 1: the reference's check
+    for name in LOWERED:
+        result.stdout.fnmatch_lines([f"*test_dynamic_axes[[]tiny-torch-export-static-{name}-dynamic[]]*"])
