@@ -38,7 +38,8 @@ REFERENCE_CHECK_SEED = 20261201
 DEFAULT_ISOLATED_RUNTIMES = frozenset({"onnxruntime"})
 # a format's runtime, by the modules it requires: LiteRT before TensorFlow (a .tflite chain needs
 # both, and runs on LiteRT), OpenVINO before NNCF
-RUNTIME_MODULES = ("onnxruntime", "openvino", "ai_edge_litert", "tensorflow", "executorch", "torch")
+RUNTIME_MODULES = ("onnxruntime", "openvino", "ai_edge_litert", "tensorflow", "executorch", "coremltools",
+                   "torch")
 # a conversion's worker process (modelparity.isolate.ConversionWorkers), by the modules its node
 # requires: the heaviest import first, so that an onnx2tf conversion (onnx, tensorflow) and an
 # OpenVINO one from torch (torch, openvino) go to the worker that has imported what they need most

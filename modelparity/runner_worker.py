@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from modelparity.formats import FormatGraph
-from modelparity.formats.base import LoadContext, NotTimeable
+from modelparity.formats.base import LoadContext, NotApplicable, NotTimeable
 from modelparity.worker import Worker, WorkerError
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -97,9 +97,16 @@ class IsolatedRunner:
 
     def _load(self) -> dict[str, Any]:
         generation = self._workers.generation(self._family)
-        loaded = self._workers.request(self._family, "load", handle=self._handle, **self._load_request)
+        loaded = self._request("load", handle=self._handle, **self._load_request)
         self._loaded_in = generation
         return loaded
+
+    def _request(self, operation: str, **arguments: Any) -> Any:
+        """The worker's answer; a NotApplicable the runner raised there is raised here again."""
+        result = self._workers.request(self._family, operation, **arguments)
+        if "not_applicable" in result:
+            raise NotApplicable(result["not_applicable"])
+        return result
 
     def declared_shapes(self) -> dict[str, list[int | None]] | None:
         return self._declared
@@ -112,8 +119,7 @@ class IsolatedRunner:
             self._load()  # the worker was restarted since this runner loaded
         feeds, answers = self._workers.scratch / "inputs.npz", self._workers.scratch / "outputs.npz"
         np.savez(feeds, **inputs)
-        self._workers.request(self._family, "run", handle=self._handle, inputs=str(feeds),
-                              outputs=str(answers))
+        self._request("run", handle=self._handle, inputs=str(feeds), outputs=str(answers))
         with np.load(answers, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
 
@@ -167,6 +173,8 @@ def _serve(runtime: str | None) -> None:
             else:
                 raise ValueError(f"unknown operation {request['op']!r}")
             answer = {"ok": True, "result": result}
+        except NotApplicable as reason:  # the runtime cannot run here: the parent raises it again
+            answer = {"ok": True, "result": {"not_applicable": str(reason)}}
         except Exception as error:  # the parent needs every failure as data
             answer = {"ok": False, "error": {"type": type(error).__name__, "message": str(error),
                                              "traceback": traceback.format_exc(limit=-4)}}

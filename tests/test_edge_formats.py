@@ -4,6 +4,7 @@ weight was perturbed before lowering, and fail suites/dynamic when the export fr
 (an AOTInductor package compiled for batch 2 answers a batch of 1 with two rows, without an error)."""
 
 import json
+import sys
 
 import pytest
 
@@ -38,3 +39,17 @@ def test_a_frozen_batch_axis_fails_the_dynamic_suite_in_every_lowered_format(run
     result.assert_outcomes(passed=1 + len(LOWERED), failed=len(LOWERED))  # 1: the reference's check
     for name in LOWERED:
         result.stdout.fnmatch_lines([f"*test_dynamic_axes[[]tiny-torch-export-static-{name}-dynamic[]]*"])
+
+
+def test_core_ml_off_macos_is_not_applicable_unless_the_file_froze_a_declared_axis(run_dynamic):
+    """Core ML cannot predict off macOS; suites/dynamic still judges what its file declares."""
+    if sys.platform == "darwin":
+        pytest.skip("on macOS Core ML predicts, and suites/dynamic judges its outputs")
+    result = run_dynamic("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS), "-rs",
+                         "--formats", "torch-export-coreml-fp32,torch-export-static-coreml-fp32")
+    result.assert_outcomes(passed=1, skipped=1, failed=1)  # passed: the reference's check
+    result.stdout.fnmatch_lines(["*not applicable: Core ML predicts only on macOS*"
+                                 "(declared dynamic in the file: batch)*"])
+    result.stdout.fnmatch_lines(["*torch-export-static-coreml-fp32 failed to load: ValueError: "
+                                 "*model.mlpackage: input 'image': dim 0 (axis 'batch', declared 1..*) "
+                                 "is frozen in the file*"])

@@ -35,9 +35,17 @@ def test_unmet_conditions_are_named():
     assert _entry(when=["avx512_vnni"], strict=False).describe() == "m-f-* when avx512_vnni (not strict)"
 
 
+def test_a_list_of_globs_matches_any_of_them():
+    entry = _entry(match=["a-onnx-*", "b-*-dynamic"])
+    assert entry.matches("a-onnx-ort-b1") and entry.matches("b-tflite-dynamic")
+    assert not entry.matches("b-tflite-b1")
+    assert entry.describe() == "a-onnx-*, b-*-dynamic"
+
+
 @pytest.mark.parametrize("entry, message", [
     ({"match": "x", "reason": "r", "whne": ["gpu"]}, "unknown keys ['whne']"),
-    ({"match": "x"}, "needs 'match' (a test id glob) and a written 'reason'"),
+    ({"match": "x"}, "needs 'match' (a test id glob, or a list of them) and a written 'reason'"),
+    ({"match": ["x", ""], "reason": "r"}, "needs 'match' (a test id glob, or a list of them)"),
     ({"match": "x", "reason": "r", "when": ["AVX 512"]}, "'when' takes machine facts"),
     ({"match": "x", "reason": "r", "strict": "no"}, "'strict' is true or false"),
 ])

@@ -113,6 +113,8 @@ class DynamicSubject:
         shapes = {k: list(v.shape) for k, v in inputs.items()}
         try:
             self.runner.run(inputs)
+        except NotApplicable:
+            raise
         except Exception:
             return None
         return (f"{self.format_id} declares fixed shapes ({self.fixed_shapes}) but returned outputs "

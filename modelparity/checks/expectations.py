@@ -10,6 +10,7 @@ architecture (`x86_64`, `aarch64`); `!fact` is its absence.
 
 from __future__ import annotations
 
+import fnmatch
 import platform
 import re
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,9 @@ class ExpectationError(ValueError):
 
 @dataclass(frozen=True)
 class ExpectedFailure:
-    match: str
+    """`match`: test id globs (a TOML string or list of strings), any of which selects a check."""
+
+    match: tuple[str, ...]
     reason: str
     when: tuple[str, ...] = ()
     strict: bool = True
@@ -35,9 +38,12 @@ class ExpectedFailure:
         """The conditions of `when` that do not hold on a machine with `facts` (empty: it applies)."""
         return [c for c in self.when if (c.lstrip("!") in facts) == c.startswith("!")]
 
+    def matches(self, test_id: str) -> bool:
+        return any(fnmatch.fnmatchcase(test_id, pattern) for pattern in self.match)
+
     def describe(self) -> str:
         condition = f" when {' and '.join(self.when)}" if self.when else ""
-        return f"{self.match}{condition}{'' if self.strict else ' (not strict)'}"
+        return f"{', '.join(self.match)}{condition}{'' if self.strict else ' (not strict)'}"
 
 
 def parse_expected_failures(entries: Iterable[Mapping[str, Any]], source: str) -> list[ExpectedFailure]:
@@ -48,9 +54,12 @@ def parse_expected_failures(entries: Iterable[Mapping[str, Any]], source: str) -
         unknown = set(entry) - _KEYS
         if unknown:
             raise ExpectationError(f"{where}: unknown keys {sorted(unknown)}; use {sorted(_KEYS)}")
-        if not str(entry.get("match", "")).strip() or not str(entry.get("reason", "")).strip():
-            raise ExpectationError(f"{where}: every expected failure needs 'match' (a test id glob) and "
-                                   "a written 'reason'")
+        match = entry.get("match", "")
+        match = [match] if isinstance(match, str) else list(match)
+        if not all(isinstance(m, str) and m.strip() for m in match) or not match \
+                or not str(entry.get("reason", "")).strip():
+            raise ExpectationError(f"{where}: every expected failure needs 'match' (a test id glob, or "
+                                   "a list of them) and a written 'reason'")
         when = entry.get("when", [])
         when = [when] if isinstance(when, str) else list(when)
         bad = [c for c in when if not isinstance(c, str) or not _FACT.fullmatch(c)]
@@ -60,7 +69,7 @@ def parse_expected_failures(entries: Iterable[Mapping[str, Any]], source: str) -
         strict = entry.get("strict", True)
         if not isinstance(strict, bool):
             raise ExpectationError(f"{where} ({entry['match']}): 'strict' is true or false, got {strict!r}")
-        parsed.append(ExpectedFailure(str(entry["match"]), str(entry["reason"]), tuple(when), strict))
+        parsed.append(ExpectedFailure(tuple(match), str(entry["reason"]), tuple(when), strict))
     return parsed
 
 

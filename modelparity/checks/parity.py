@@ -93,6 +93,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         repro = f"\nreproduce on the saved inputs: {record['repro']}"
     reference = harness.reference_outputs(model, inputs, key)
     record["reference_facts"] = torch_facts("cpu")
+    runner = None
     try:
         runner, load_seconds = harness.runner(model, format_id, artifact)
         started = time.perf_counter()
@@ -100,7 +101,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
             actual = runner.run(inputs)
         record["run_seconds"] = round(time.perf_counter() - started, 4)
     except NotApplicable as reason:
-        record["facts"] = runner.facts
+        record["facts"] = runner.facts if runner is not None else {}
         return Outcome("skipped", f"not applicable: {reason}", "not-applicable", record=record)
     except Exception as error:
         record["error"] = {"kind": "runtime", "summary": f"{type(error).__name__}: {error}",

@@ -96,14 +96,22 @@ def samples(spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
     return inputs[name].shape[spec.batch_dim(name)]
 
 
-def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
-                  ) -> tuple[dict[str, np.ndarray], int]:
+def run_in_chunks(run: Any, spec: ModelSpec, inputs: Mapping[str, np.ndarray],
+                  fixed_batch: int | None = None) -> tuple[dict[str, np.ndarray], int]:
     """Outputs of `run` over the whole set, in chunks along the batch axis (the batch range's maximum,
-    at most CHUNK); a format that refuses the chunk's batch (fixed shapes) is run one sample at a time.
-    Returns the outputs and the chunk size used."""
+    at most CHUNK); a format that refuses the chunk's batch is run one sample at a time, and one
+    declared fixed-shape at `fixed_batch`, its last chunk padded with its last sample (the padding's
+    outputs dropped). Returns the outputs and the chunk size used."""
     if spec.batch_axis is None:
         return run(inputs), 1
     total = samples(spec, inputs)
+    if fixed_batch is not None:
+        parts = []
+        for start in range(0, total, fixed_batch):
+            rows = list(range(start, min(start + fixed_batch, total)))
+            padded = run(spec.rows(inputs, rows + rows[-1:] * (fixed_batch - len(rows))))
+            parts.append(spec.rows(padded, range(len(rows))))
+        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, fixed_batch
     chunk = min(CHUNK, spec.axis_ranges[spec.batch_axis].max, total)
     for size in dict.fromkeys((chunk, 1)):
         try:

@@ -4,7 +4,10 @@
 The package runs two ways, as it is deployed: from Python (`torch._inductor.aoti_load_package`) and
 from C++ (`torch::inductor::AOTIModelPackageLoader` in the LibTorch C++ program, libtorch_cpp.py),
 both on the CPU. Dynamic axes are the export's (the spec's ranges); Inductor compiles kernels for
-symbolic sizes and guards each call against the ranges.
+symbolic sizes. The generated code checks its inputs' shapes only when AOTI_RUNTIME_CHECK_INPUTS
+is set, which a deployment does not do by default, and neither does the harness: a package
+exported with a frozen batch then answers another batch with wrong rows, without an error
+(suites/dynamic fails it; tests/test_edge_formats.py).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from modelparity.formats.base import TORCH, Format, LoadContext
 from modelparity.formats.libtorch_cpp import BUILD as CPP_BUILD
-from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner
+from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner, program_params
 from modelparity.formats.torch_export import NODE as EXPORT_NODE
 from modelparity.formats.torch_export import load_program
 from modelparity.formats.torchscript import TorchScriptRunner
@@ -62,7 +65,7 @@ def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[For
                    description="AOTInductor .pt2 package (aoti_compile_and_package), CPU, run with "
                                "aoti_load_package"),
             Format("cpp", parent=package, build=CPP_BUILD, load=LibTorchCppRunner,
-                   params={"kind": "aoti", "file": PACKAGE}, requires=(TORCH, COMPILER),
+                   params=program_params("aoti", PACKAGE), requires=(TORCH, COMPILER),
                    times_natively=True,
                    description="the AOTInductor package run by the C++ program "
                                "(AOTIModelPackageLoader, linked against LibTorch)")]

@@ -80,9 +80,10 @@ class ExecuTorchRunner:
 
         self._torch = torch
         runtime = Runtime.get()
-        program = runtime.load_program(str(context.artifact / PROGRAM),
-                                       verification=Verification.Minimal)
-        self._method = program.load_method("forward")
+        # the program is kept: its methods' memory lives as long as it does
+        self._program = runtime.load_program(str(context.artifact / PROGRAM),
+                                             verification=Verification.Minimal)
+        self._method = self._program.load_method("forward")
         self._outputs = context.output_names
         delegated = json.loads((context.artifact / DELEGATION).read_text())
         xnnpack = context.params["delegate"] == "xnnpack"

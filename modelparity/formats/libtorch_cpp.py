@@ -88,6 +88,18 @@ def build(source: str, out: str, params: Mapping[str, Any], model: str) -> dict[
     return {"file": params["file"], "program": BINARY, "compiled": str(binary)}
 
 
+def program_error(output: str) -> str:
+    """What the program said failed: from its own `libtorch_runner:` line (after whatever torch
+    printed before it) up to c10's backtrace ("Exception raised from"); its tail when it died
+    without that line (a signal, a loader error)."""
+    start = output.find("libtorch_runner: ")
+    if start < 0:
+        return output[-1500:]
+    said = output[start:]
+    end = said.find("Exception raised from")
+    return (said if end < 0 else said[:end]).strip()[:1500]
+
+
 class LibTorchCppRunner:
     """Runs the C++ program per call: inputs and outputs as .npy in a scratch folder."""
 
@@ -111,10 +123,9 @@ class LibTorchCppRunner:
             program, model = str(self._artifact / BINARY), str(self._artifact / self._file)
             result = subprocess.run([program, self._kind, model, scratch, str(warmup), str(repeat), *files],
                                     capture_output=True, text=True, timeout=RUN_TIMEOUT)
-            if result.returncode != 0:  # c10's message first, then its backtrace's frames
-                said = (result.stderr or result.stdout).splitlines()
+            if result.returncode != 0:
                 raise RuntimeError(f"the LibTorch C++ program exited with {result.returncode}: "
-                                   + "\n".join(said[:4])[:1500])
+                                   f"{program_error(result.stderr or result.stdout)}")
             report = json.loads(result.stdout.strip().splitlines()[-1])
             if report["outputs"] != len(self._outputs):
                 raise ValueError(f"the C++ program returned {report['outputs']} outputs but the spec "
@@ -136,10 +147,16 @@ class LibTorchCppRunner:
 BUILD = "modelparity.formats.libtorch_cpp:build"
 
 
+def program_params(kind: str, file: str) -> dict[str, str]:
+    """A C++ node's params: what it runs, and the program's source digest (each model's artifact
+    holds a copy of the compiled program, so a changed program must be a new artifact)."""
+    return {"kind": kind, "file": file, "program": hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]}
+
+
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
     if "torchscript" not in graph:
         return []
     return [Format("libtorch-cpp", parent="torchscript", build=BUILD, load=LibTorchCppRunner,
-                   params={"kind": "torchscript", "file": "model.ts"}, requires=(TORCH, COMPILER),
+                   params=program_params("torchscript", "model.ts"), requires=(TORCH, COMPILER),
                    times_natively=True,
                    description="the TorchScript file run by a C++ program linked against LibTorch")]

@@ -16,12 +16,13 @@ convert, since litert-torch lowers aten.view through JAX, which needs concrete s
 be 1D sequences of concrete values of integer type"). That failure is the converter's, reported in
 its words; a spec without dynamic axes gives a file that refuses any other shape.
 
-Both nodes are roots: the INT8 file is converted from the module, not from the FP32 file, so a
-failure of one does not hide the other.
+Every node is a root: each file is converted from the module (the INT8 one too, not from the FP32
+file), so a failure of one does not hide the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,7 +93,8 @@ STATIC = ("litert-torch's dynamic_shapes cannot lower a reshape of a symbolic si
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:
     requires = (LITERT_ENV, TORCH, LITERT)
     build = "modelparity.formats.litert_torch:convert"
-    pins = litert_env.pins_digest()
+    # the worker script does the conversion: its source keys the artifacts beside the pins
+    pins = f"{litert_env.pins_digest()}-{hashlib.sha256(WORKER.read_bytes()).hexdigest()[:16]}"
     return [
         Format("litert-torch", build=build, load=TFLiteRunner, requires=requires, produces="tflite",
                params={"pins": pins, "quantization": None, "dynamic": True}, isolate_runtime=True,

@@ -60,6 +60,11 @@ class SavedModelRunner:
     runtime_modules = ("tensorflow",)
 
     def __init__(self, context: LoadContext) -> None:
+        # torch's compiler before TensorFlow: triton (torch._dynamo loads it) loaded after TensorFlow
+        # crashes the process (SIGSEGV), and the torch.export and AOTInductor runners load it later
+        # in this same process (the conversion workers do the same: modelparity.isolate._preload)
+        import torch._dynamo  # noqa: F401
+        # isort: split
         import tensorflow as tf
 
         self._tf = tf

@@ -9,7 +9,7 @@ import numpy as np
 
 from modelparity.formats.base import ONNXRUNTIME, OPENVINO, TORCH, Format, NotTimeable, Requirement
 from modelparity.formats.http import http_format
-from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner
+from modelparity.formats.libtorch_cpp import COMPILER, LibTorchCppRunner, program_params
 from modelparity.formats.onnx2tf import SavedModelRunner
 from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
@@ -79,14 +79,15 @@ def export_without_dynamic_axes(source, out, params, model):
 
 
 def lowered_from(export_id, graph, options):
-    """The built-in formats lowered from torch.export (ExecuTorch, AOTInductor), re-rooted under
-    `export_id`: the real converters and runtimes, given a broken program."""
+    """The built-in formats lowered from torch.export (ExecuTorch, AOTInductor, Core ML), re-rooted
+    under `export_id`: the real converters and runtimes, given a broken program."""
     from dataclasses import replace
 
-    from modelparity.formats import aoti_package, executorch_pte
+    from modelparity.formats import aoti_package, coreml, executorch_pte
     from modelparity.formats.torch_export import NODE
 
-    nodes = executorch_pte.formats(graph, options) + aoti_package.formats(graph, options)
+    nodes = (executorch_pte.formats(graph, options) + aoti_package.formats(graph, options)
+             + coreml.formats(graph, options))
     return [replace(node, parent=node.parent.replace(NODE, export_id, 1)) for node in nodes]
 
 
@@ -296,7 +297,7 @@ def formats(graph, options):
         Format("hog", parent="onnx-dynamo", load=MemoryHogRunner, requires=(ONNXRUNTIME,),
                params={"load_mib": 300, "run_mib": 200}),
         Format("perturbed", parent="torchscript-libtorch-cpp", build=f"{HERE}:perturb_torchscript",
-               params={"delta": 0.5, "kind": "torchscript", "file": "model.ts"},
+               params={"delta": 0.5, **program_params("torchscript", "model.ts")},
                load=LibTorchCppRunner, requires=(TORCH, COMPILER),
                times_natively=True),
         Format("ort-gated", parent="onnx-dynamo", applies=applies_when_asked, **ort),
