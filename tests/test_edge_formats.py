@@ -33,12 +33,16 @@ def test_lowered_formats_match_torch_and_fail_on_a_perturbed_program(run_parity)
 
 
 def test_a_frozen_batch_axis_fails_the_dynamic_suite_in_every_lowered_format(run_dynamic):
-    formats = [f"torch-export-{f}" for f in LOWERED] + [f"torch-export-static-{f}" for f in LOWERED]
+    formats = ["torch-export", "torch-export-static"] + [f"torch-export-{f}" for f in LOWERED] \
+        + [f"torch-export-static-{f}" for f in LOWERED]
     result = run_dynamic("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS),
                          "--formats", ",".join(formats))
-    result.assert_outcomes(passed=1 + len(LOWERED), failed=len(LOWERED))  # 1: the reference's check
+    # 1: the reference's check; the program itself (its declared shapes) and each lowered format
+    result.assert_outcomes(passed=2 + len(LOWERED), failed=1 + len(LOWERED))
     for name in LOWERED:
         result.stdout.fnmatch_lines([f"*test_dynamic_axes[[]tiny-torch-export-static-{name}-dynamic[]]*"])
+    result.stdout.fnmatch_lines(["tiny-torch-export-dynamic * passed * batch: dynamic",
+                                 "tiny-torch-export-static-dynamic * failed * batch: broken"])
 
 
 def test_core_ml_off_macos_is_not_applicable_unless_the_file_froze_a_declared_axis(run_dynamic):

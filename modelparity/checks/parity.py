@@ -82,6 +82,7 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
                            f"({node.fixed_shapes}); its b1 check runs at the export's sizes "
                            f"{spec.export_sizes()}", "not-applicable", record=record)
         sizes, key = spec.export_sizes(), ("export",)
+        record["at_export_sizes"] = True
     inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
     record["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
     saved = harness.save_inputs(model, inputs, f"b{batch}")

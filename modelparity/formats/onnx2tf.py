@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -57,14 +58,15 @@ def convert(source: str, out: str, params: Mapping[str, Any], model: str) -> dic
 class SavedModelRunner:
     """The SavedModel's serving signature, called with the model's arrays in the artifact's layout."""
 
-    runtime_modules = ("tensorflow",)
+    # torch's compiler before TensorFlow, in this order: triton (torch._dynamo loads it) loaded after
+    # TensorFlow crashes the process (SIGSEGV; measured in the memory probe's child), and the
+    # torch.export and AOTInductor runners load it in the same process later (the conversion
+    # workers do the same: modelparity.isolate._preload)
+    runtime_modules = ("torch._dynamo", "tensorflow")
 
     def __init__(self, context: LoadContext) -> None:
-        # torch's compiler before TensorFlow: triton (torch._dynamo loads it) loaded after TensorFlow
-        # crashes the process (SIGSEGV), and the torch.export and AOTInductor runners load it later
-        # in this same process (the conversion workers do the same: modelparity.isolate._preload)
-        import torch._dynamo  # noqa: F401
-        # isort: split
+        if "tensorflow" not in sys.modules:  # too late otherwise: importing it now would crash
+            import torch._dynamo  # noqa: F401
         import tensorflow as tf
 
         self._tf = tf

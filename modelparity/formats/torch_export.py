@@ -62,7 +62,17 @@ class ExportedProgramRunner(TorchScriptRunner):
     def _load(self, context: LoadContext) -> Any:
         if context.model is not None:
             ModelArtifact(context.model).custom_ops()  # registers the torch operators it calls
-        return load_program(context.artifact).module()
+        self._program = load_program(context.artifact)
+        self._input_names = context.input_names
+        return self._program.module()
+
+    def declared_shapes(self) -> dict[str, list[int | None]]:
+        """Each user input's shape as the program holds it: a symbolic size (the export's Dim) is
+        None, so suites/dynamic sees an axis the export froze."""
+        placeholders = {n.name: n for n in self._program.graph.nodes if n.op == "placeholder"}
+        shapes = [[d if isinstance(d, int) else None for d in placeholders[name].meta["val"].shape]
+                  for name in self._program.graph_signature.user_inputs]
+        return dict(zip(self._input_names, shapes, strict=True))
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:

@@ -14,6 +14,7 @@ from modelparity.formats.onnx2tf import SavedModelRunner
 from modelparity.formats.onnx_tf import LEGACY_ENV, OnnxTfRunner
 from modelparity.formats.onnxruntime import OnnxRuntimeRunner
 from modelparity.formats.openvino import OpenVinoRunner
+from modelparity.formats.torch_export import ExportedProgramRunner
 
 HERE = Path(__file__).resolve()
 
@@ -266,7 +267,7 @@ def formats(graph, options):
     exported = [Format("perturbed", parent="torch-export", build=f"{HERE}:perturb_exported_program",
                        params={"delta": 0.5}, requires=(TORCH,), produces="exported-program"),
                 Format("torch-export-static", build=f"{HERE}:export_without_dynamic_axes",
-                       requires=(TORCH,), produces="exported-program")]
+                       load=ExportedProgramRunner, requires=(TORCH,), produces="exported-program")]
     exported += [*lowered_from("torch-export-perturbed", graph, options),
                  *lowered_from("torch-export-static", graph, options)]
     return http + exported + [
