@@ -44,7 +44,8 @@ class NotApplicable(Exception):
     never as a conversion failure. Raised by a runner's run() or timed_call() whose runtime cannot
     execute on this machine (Core ML off macOS), after its constructor checked what it can of the
     artifact (its declared interface): every suite reports the check as not applicable, with the
-    reason and the runner's facts."""
+    reason (parity's record keeps the runner's facts; suites/dynamic still judges its declared
+    shapes)."""
 
 
 class NotTimeable(RuntimeError):
