@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from modelparity.checks.compare import compare
-from modelparity.checks.parity import INPUT_SEED, Outcome, build_failure, effective_tolerance, unavailable
+from modelparity.checks.parity import (
+    INPUT_SEED,
+    Outcome,
+    build_failure,
+    effective_tolerance,
+    fixed_shapes_reason,
+    unavailable,
+)
 from modelparity.checks.tolerance import ToleranceOverride
 from modelparity.formats.base import NotApplicable
 from modelparity.harness import BuildRecord, Harness, LoadedModel
@@ -41,9 +48,8 @@ def check_batch_consistency(harness: Harness, model: LoadedModel, format_id: str
     if stop is None and (spec.batch_axis is None or not spec.axis_ranges[spec.batch_axis].allows(batch)):
         stop = Outcome("skipped", f"not applicable: model {spec.name!r} has no batch axis allowing "
                                   f"{batch}", "not-applicable")
-    if stop is None and node.fixed_shapes:
-        stop = Outcome("skipped", f"not applicable: {format_id} has fixed shapes by design "
-                                  f"({node.fixed_shapes})", "not-applicable")
+    if stop is None and (fixed := fixed_shapes_reason(node, spec, batch)):
+        stop = Outcome("skipped", fixed, "not-applicable")
     if stop is not None:
         stop.record = record
         return stop

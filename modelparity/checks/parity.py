@@ -21,10 +21,11 @@ from modelparity.checks.tolerance import Tolerance, ToleranceOverride, parse_ove
 from modelparity.diverge import Divergence, locate
 from modelparity.execution import mismatches, torch_facts
 from modelparity.execution import summary as execution_summary
-from modelparity.formats.base import NotApplicable
+from modelparity.formats.base import Format, NotApplicable
 from modelparity.harness import BuildRecord, Harness, LoadedModel
 from modelparity.machine import machine_info
 from modelparity.repro import command
+from modelparity.spec import ModelSpec
 from modelparity.store import StoredBuildError
 
 INPUT_SEED = 20261125
@@ -75,15 +76,13 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
         return build_failure(format_id, error, record)
     _record_build(record, build, artifact.path)
 
-    sizes, key = ({spec.batch_axis: batch} if spec.batch_axis else {}), (batch,)
-    if node.fixed_shapes:  # checked where it was built: the export's sizes, in its first case
-        if batch > 1:
-            return Outcome("skipped", f"not applicable: {format_id} has fixed shapes by design "
-                           f"({node.fixed_shapes}); its b1 check runs at the export's sizes "
-                           f"{spec.export_sizes()}", "not-applicable", record=record)
-        sizes, key = spec.export_sizes(), ("export",)
-        record["at_export_sizes"] = True
-    inputs = spec.inputs_for(sizes, seed=INPUT_SEED + batch)
+    fixed = fixed_shapes_reason(node, spec, batch)
+    if fixed:
+        return Outcome("skipped", fixed, "not-applicable", record=record)
+    key = (batch,)
+    if node.fixed_shapes:
+        key, record["at_export_sizes"] = ("export",), True
+    inputs = spec.inputs_for(check_sizes(spec, node, batch), seed=INPUT_SEED + batch)
     record["input_shapes"] = {k: list(v.shape) for k, v in inputs.items()}
     saved = harness.save_inputs(model, inputs, f"b{batch}")
     repro = ""
@@ -165,6 +164,23 @@ def check_parity(harness: Harness, model: LoadedModel, format_id: str, batch: in
     return Outcome("passed", comparison.message(), warnings=[f"vacuous check: {p}" for p in problems],
                    record=record,
                    tolerance_notes=tightened)
+
+
+def check_sizes(spec: ModelSpec, node: Format, batch: int) -> dict[str, int]:
+    """The axis sizes a check at `batch` feeds the format: `batch` on the batch axis; for a format
+    with fixed shapes, the only sizes it was built for, the export's (its b1 check)."""
+    if node.fixed_shapes:
+        return spec.export_sizes()
+    return {spec.batch_axis: batch} if spec.batch_axis else {}
+
+
+def fixed_shapes_reason(node: Format, spec: ModelSpec, batch: int) -> str | None:
+    """Why a check at `batch` does not apply to a format with fixed shapes (None where it does):
+    such a format is checked where it was built, at the export's sizes, in its b1 check."""
+    if not node.fixed_shapes or batch == 1:
+        return None
+    return (f"not applicable: {node.id} has fixed shapes by design ({node.fixed_shapes}); its b1 "
+            f"check runs at the export's sizes {spec.export_sizes()}")
 
 
 def compare_with_reference(harness: Harness, model: LoadedModel, format_id: str,
