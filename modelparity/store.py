@@ -8,6 +8,10 @@ workers that need the same artifact build it once. A failed build is stored too 
 so a warm re-run does not repeat a slow failure; a timeout is not stored, because it may depend on
 the machine's load, but this store instance remembers it, so later checks in the session do not wait
 for it again. A directory whose manifest does not parse is not an entry: it is rebuilt.
+
+With a shared tier (modelparity.remote_store: object storage, for a grid of machines), this store is
+its local cache: a miss here is looked up there (and downloaded whole, or not at all), a build here
+is published there, and a machine waits for another's lease on a key instead of building it too.
 """
 
 from __future__ import annotations
@@ -20,14 +24,24 @@ import shutil
 import socket
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from modelparity.remote_store import RemoteStoreError
+
+if TYPE_CHECKING:
+    from modelparity.remote_store import RemoteTier
 
 MANIFEST = "artifact.json"
 DEFAULT_BUILD_TIMEOUT = 600.0  # what a lock waiter assumes when the caller does not say
+
+
+class RemoteStoreWarning(UserWarning):
+    """An artifact was built here but could not be published to the shared store."""
 
 
 class StoredBuildError(RuntimeError):
@@ -81,15 +95,19 @@ def _valid(manifest: Any, key: str) -> bool:
 
 class ArtifactStore:
     """Directories under `root`, one per key. `rebuild_before`: entries older are rebuilt.
+    `remote`: the shared tier this store caches (None: this store is all there is).
 
     `lock_margin`: how much longer than a build's timeout a second process waits for the key's lock
     (the holder's post-processing after its converter child is done or killed)."""
 
     lock_margin = 60.0
 
-    def __init__(self, root: Path, rebuild_before: float | None = None) -> None:
+    def __init__(self, root: Path, rebuild_before: float | None = None,
+                 remote: RemoteTier | None = None) -> None:
         self.root = Path(root)
         self.rebuild_before = rebuild_before
+        self.remote = remote
+        self._unusable: dict[str, str] = {}  # key -> build id of a shared entry this run cannot use
         self.root.mkdir(parents=True, exist_ok=True)
         self._remembered: dict[str, StoredBuildError] = {}
         self._clean_tmp()
@@ -110,6 +128,12 @@ class ArtifactStore:
         """The built entry under `key` if there is one; never builds (a stored failure is none)."""
         final = self.path_for(key)
         manifest = self._read(final)
+        if manifest is None and self.remote is not None:
+            with self._lock(key, DEFAULT_BUILD_TIMEOUT):
+                try:
+                    manifest = self._read(final) or self._fetch(key, final)
+                except RemoteStoreError:
+                    return None  # the caller makes it instead (and get_or_build says why)
         return Artifact(key, final, manifest) if manifest and manifest["status"] == "built" else None
 
     def get_or_build(self, key: str, parts: Mapping[str, Any],
@@ -132,13 +156,88 @@ class ArtifactStore:
             existing = self._read(final)
             if existing is not None:
                 return self._ready(key, final, existing)
+            if self.remote is None:
+                return self._build(key, parts, final, build)
+            try:
+                return self._shared(key, parts, final, build, wait)
+            except RemoteStoreError as error:
+                raise StoredBuildError(str(error), {"kind": "store", "summary": str(error), "tail": "",
+                                                    "cache": False}) from None
+
+    def _shared(self, key: str, parts: Mapping[str, Any], final: Path,
+                build: Callable[[Path], Mapping[str, Any]], wait: float) -> Artifact:
+        """A local miss with a shared tier: its entry if it has a whole one, else built here under
+        the key's lease (or the entry another machine published while this one waited)."""
+        assert self.remote is not None
+        fetched = self._fetch(key, final)
+        if fetched is not None:
+            return self._ready(key, final, fetched)
+
+        def published() -> bool:
+            found = self.remote.manifest(key) if self.remote else None
+            return found is not None and str(found.get("build")) != self._unusable.get(key)
+        with self.remote.lease(key, wait, published) as holding:
+            if not holding:
+                fetched = self._fetch(key, final)
+                if fetched is not None:
+                    return self._ready(key, final, fetched)
             return self._build(key, parts, final, build)
+
+    def _fetch(self, key: str, final: Path) -> dict[str, Any] | None:
+        """The shared tier's entry of `key`, downloaded whole into this store; None when it has none
+        this run can use: absent, older than --rebuild, or broken (a file missing or truncated),
+        which the next build here replaces."""
+        assert self.remote is not None
+        manifest = self.remote.manifest(key)
+        if manifest is None:
+            return None
+        if not _valid(manifest, key) or (self.rebuild_before is not None
+                                         and manifest["created"] < self.rebuild_before):
+            self._unusable[key] = str(manifest.get("build"))
+            return None
+        tmp = self._new_tmp(key)
+        try:
+            problem = self.remote.download(key, manifest, tmp)
+            if problem is not None:
+                self._unusable[key] = str(manifest.get("build"))
+                warnings.warn(RemoteStoreWarning(f"shared entry {key} is broken ({problem}): "
+                                                 "rebuilding it here"), stacklevel=2)
+                return None
+            local = {**{k: v for k, v in manifest.items() if k != "files"},
+                     "fetched_from": self.remote.url}
+            (tmp / MANIFEST).write_text(json.dumps(local, indent=2, default=str))
+            self._install(key, tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return local
+
+    def _new_tmp(self, key: str) -> Path:
+        tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def _install(self, key: str, tmp: Path, final: Path) -> None:
+        """Move a complete entry from `tmp` to `final` (under the key's lock)."""
+        if final.exists():  # older than --rebuild, or not an entry (its manifest does not parse)
+            trash = self.root / "tmp" / f"{key}.old.{uuid.uuid4().hex[:8]}"
+            final.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.rename(final)
+
+    def _publish(self, key: str, final: Path, manifest: Mapping[str, Any]) -> None:
+        """Publish an entry built here; a failure to do so leaves it here only, with a warning."""
+        assert self.remote is not None
+        try:
+            self.remote.publish(key, final, manifest, replace=key in self._unusable)
+        except RemoteStoreError as error:
+            warnings.warn(RemoteStoreWarning(f"built {key} here, but could not publish it: {error}"),
+                          stacklevel=2)
 
     def _build(self, key: str, parts: Mapping[str, Any], final: Path,
                build: Callable[[Path], Mapping[str, Any]]) -> Artifact:
         self._remove_tmp_of(key)  # under the key's lock: whatever is there, a dead build left
-        tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        tmp = self._new_tmp(key)
         started = time.time()
         manifest: dict[str, Any] = {"key": key, "parts": dict(parts), "created": started,
                                     "build": uuid.uuid4().hex}
@@ -159,12 +258,9 @@ class ArtifactStore:
                 self._remembered[key] = failure
             raise failure
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-        if final.exists():  # older than --rebuild, or not an entry (its manifest does not parse)
-            trash = self.root / "tmp" / f"{key}.old.{uuid.uuid4().hex[:8]}"
-            final.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp.rename(final)
+        self._install(key, tmp, final)
+        if self.remote is not None:
+            self._publish(key, final, manifest)
         return self._ready(key, final, {**manifest, "built_now": True})
 
     def _ready(self, key: str, path: Path, manifest: Mapping[str, Any]) -> Artifact:

@@ -77,3 +77,39 @@ def run_opset(pytester, shared_store, tmp_path):
         return runner("--baseline-dir", str(tmp_path / "baselines"), *args, store=store)
     run.baselines = tmp_path / "baselines"
     return run
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto's server mode) on 127.0.0.1, with a bucket: the shared
+    store's filesystem arguments, as [tool.modelparity] store_options would give them."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    boto3 = pytest.importorskip("boto3", reason="pip install 'modelparity[distributed,dev]'")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("moto") / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                          aws_secret_access_key="testing", region_name="us-east-1")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.create_bucket(Bucket="modelparity")
+            break
+        except Exception:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.2)
+    yield {"endpoint_url": endpoint, "key": "testing", "secret": "testing",
+           "client_kwargs": {"region_name": "us-east-1"}}
+    server.kill()
+    server.wait()
+    log.close()

@@ -1,12 +1,41 @@
-"""The artifact store: built once, reused warm, safe when two processes race for the same key."""
+"""The artifact store: built once, reused warm, safe when two processes race for the same key.
 
+The tests of what a store promises run twice: on a local directory, and on the shared store on a
+real S3-compatible server (moto, tests/conftest.py), where each store opened is another machine's
+(its own empty local cache), so what it finds it found in S3."""
+
+import itertools
 import multiprocessing
 import time
 from pathlib import Path
 
 import pytest
 
+from modelparity.remote_store import RemoteTier
 from modelparity.store import ArtifactStore, StoredBuildError, content_key
+
+_caches = itertools.count()
+
+
+def open_store(kind: str, tmp_path: Path, options: dict | None, rebuild_before: float | None = None
+               ) -> ArtifactStore:
+    """Store "s" of this test: a directory, or s3://modelparity/TEST/s behind a new local cache."""
+    if kind == "local":
+        return ArtifactStore(tmp_path / "s", rebuild_before)
+    remote = RemoteTier(f"s3://modelparity/{tmp_path.name}/s", options)
+    return ArtifactStore(tmp_path / f"cache{next(_caches)}", rebuild_before, remote)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_kind(request):
+    return request.param
+
+
+@pytest.fixture
+def stores(store_kind, tmp_path, request):
+    """open_store(rebuild_before=None): a new instance of this test's store, of either kind."""
+    options = request.getfixturevalue("s3_server") if store_kind == "s3" else None
+    return lambda rebuild_before=None: open_store(store_kind, tmp_path, options, rebuild_before)
 
 
 def _counting_build(counter: Path, delay: float = 0.0):
@@ -24,34 +53,39 @@ def test_key_is_stable_and_order_independent():
     assert content_key({"a": 1}) != content_key({"a": 2})
 
 
-def test_built_once_then_reused(tmp_path):
-    store = ArtifactStore(tmp_path / "store")
+def test_built_once_then_reused(tmp_path, stores):
+    store = stores()
     counter = tmp_path / "count"
     first = store.get_or_build("k1", {"x": 1}, _counting_build(counter))
-    second = ArtifactStore(tmp_path / "store").get_or_build("k1", {"x": 1}, _counting_build(counter))
+    second = stores().get_or_build("k1", {"x": 1}, _counting_build(counter))
     assert first.built_now and not second.built_now
     assert (second.path / "model.bin").read_text() == "artifact"
     assert counter.read_text().count("built") == 1
 
 
-def test_rebuild_before_forces_one_rebuild(tmp_path):
+def test_rebuild_before_forces_one_rebuild(tmp_path, stores):
     counter = tmp_path / "count"
-    ArtifactStore(tmp_path / "s").get_or_build("k", {}, _counting_build(counter))
-    rebuilding = ArtifactStore(tmp_path / "s", rebuild_before=time.time() + 1e-3)
+    stores().get_or_build("k", {}, _counting_build(counter))
+    rebuilding = stores(rebuild_before=time.time() + 1e-3)
     time.sleep(0.01)
     assert rebuilding.get_or_build("k", {}, _counting_build(counter)).built_now
     assert counter.read_text().count("built") == 2
+    assert not stores().get_or_build("k", {}, _counting_build(counter)).built_now, "the rebuild replaced it"
 
 
-def _race(root: str, counter: str, barrier) -> None:
+def _race(kind: str, tmp_path: str, options, counter: str, barrier) -> None:
     barrier.wait()
-    ArtifactStore(Path(root)).get_or_build("shared", {}, _counting_build(Path(counter), delay=0.5))
+    open_store(kind, Path(tmp_path), options).get_or_build("shared", {}, _counting_build(Path(counter),
+                                                                                        delay=0.5))
 
 
-def test_two_processes_racing_build_once(tmp_path):
+def test_two_processes_racing_build_once(tmp_path, store_kind, stores, request):
+    """Locally the key's file lock, on S3 its lease (two machines: two caches) make one build."""
+    options = request.getfixturevalue("s3_server") if store_kind == "s3" else None
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
-    workers = [context.Process(target=_race, args=(str(tmp_path / "s"), str(tmp_path / "count"), barrier))
+    workers = [context.Process(target=_race, args=(store_kind, str(tmp_path), options,
+                                                   str(tmp_path / "count"), barrier))
                for _ in range(2)]
     for worker in workers:
         worker.start()
@@ -59,11 +93,13 @@ def test_two_processes_racing_build_once(tmp_path):
         worker.join(60)
         assert worker.exitcode == 0
     assert (tmp_path / "count").read_text().count("built") == 1
-    assert not list((tmp_path / "s" / "tmp").iterdir())
+    assert not any((tmp_path / "s" / "tmp").glob("*")) and not any(tmp_path.glob("cache*/tmp/*"))
+    assert (stores().get_or_build("shared", {}, _counting_build(tmp_path / "count")).path
+            / "model.bin").read_text() == "artifact"
 
 
-def test_failures_are_stored_except_timeouts(tmp_path):
-    store = ArtifactStore(tmp_path / "s")
+def test_failures_are_stored_except_timeouts(tmp_path, stores):
+    store = stores()
     calls = []
 
     def failing(cache):
@@ -76,8 +112,10 @@ def test_failures_are_stored_except_timeouts(tmp_path):
         with pytest.raises(StoredBuildError, match="converter exploded"):
             store.get_or_build("f", {}, failing(True))
     assert len(calls) == 1
-    with pytest.raises(StoredBuildError, match=r"stored failure; --rebuild retries"):
-        store.get_or_build("f", {}, failing(True))
+    for reader in (store, stores()):  # another machine is served the failure too
+        with pytest.raises(StoredBuildError, match=r"stored failure; --rebuild retries"):
+            reader.get_or_build("f", {}, failing(True))
+    assert len(calls) == 1
     for _ in range(2):
         with pytest.raises(StoredBuildError):
             store.get_or_build("t", {}, failing(False))
@@ -203,16 +241,16 @@ def test_an_import_error_of_the_backend_is_not_stored(tmp_path):
     assert artifact.built_now and artifact.manifest["info"] == {"backend": "found"}
 
 
-def test_a_stored_failure_names_the_tool_versions_that_produced_it(tmp_path):
+def test_a_stored_failure_names_the_tool_versions_that_produced_it(tmp_path, stores):
     parts = {"tools": {"onnxruntime": "1.20.1", "onnx": "1.17.0"}}
 
     def failing(out):
         raise StoredBuildError("converter exploded", {"kind": "raised"})
 
     with pytest.raises(StoredBuildError):
-        ArtifactStore(tmp_path / "s").get_or_build("f", parts, failing)
+        stores().get_or_build("f", parts, failing)
     with pytest.raises(StoredBuildError) as error:
-        ArtifactStore(tmp_path / "s").get_or_build("f", parts, failing)
+        stores().get_or_build("f", parts, failing)
     assert str(error.value).endswith(
         "(stored failure from onnx 1.17.0, onnxruntime 1.20.1; --rebuild retries)")
 

@@ -1,0 +1,211 @@
+"""The artifact store's shared tier: entries published to object storage (any fsspec URL: s3://,
+gs://, file:// on a shared mount), so that machines of one grid build each artifact once.
+
+The local store (modelparity.store) stays in front of it as the cache every runner reads and writes;
+this tier holds the same entries under the same content keys, laid out so that a reader never sees
+a partial one:
+
+  URL/objects/KEY/BUILD/FILE    an entry's files, uploaded first, under the build's own id, so two
+                                publishers of one key never write over each other's files
+  URL/entries/KE/KEY.json       its manifest, written last in one PUT (atomic on object storage):
+                                the entry exists once this exists, and it lists every file with its
+                                size and SHA-256, so a truncated upload is found and rebuilt
+  URL/leases/KEY.json           who is building KEY now, created exclusively (S3's If-None-Match),
+                                so a second machine waits for the first instead of building again
+
+A stored failure is published like any entry (its manifest and build log), so a grid does not repeat
+a slow failure either. A lease outlives a killed builder only until it expires (the build timeout
+plus a margin); a waiter then takes it over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "artifact.json"
+LEASE_POLL = 0.5  # seconds between a waiter's looks at the lease and the manifest
+
+
+class RemoteStoreError(RuntimeError):
+    """The shared store cannot be reached or written: names the URL and what to check."""
+
+
+def is_url(location: str) -> bool:
+    """Whether a --store value is an fsspec URL (s3://bucket/prefix) rather than a directory."""
+    return "://" in location
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class RemoteTier:
+    """The entries under one URL. `options`: the fsspec filesystem's arguments ([tool.modelparity]
+    store_options, e.g. {endpoint_url = "http://127.0.0.1:9000"} for an S3-compatible server;
+    credentials come from the usual places, such as AWS_ACCESS_KEY_ID or ~/.aws)."""
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        try:
+            import fsspec
+            from fsspec.implementations.local import LocalFileSystem
+        except ImportError as error:
+            raise RemoteStoreError(f"--store {url}: fsspec is not installed (pip install "
+                                   "'modelparity[distributed]')") from error
+        self.url = url.rstrip("/")
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(self.url, **dict(options or {}))
+        except (ImportError, ValueError) as error:
+            raise RemoteStoreError(f"--store {url}: {error} (for s3:// install s3fs: pip install "
+                                   "'modelparity[distributed]'; gs:// needs gcsfs)") from error
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.host = f"{socket.gethostname()} pid {os.getpid()}"
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.base.rstrip("/"), *parts])
+
+    def manifest_path(self, key: str) -> str:
+        return self._path("entries", key[:2], f"{key}.json")
+
+    def lease_path(self, key: str) -> str:
+        return self._path("leases", f"{key}.json")
+
+    def object_path(self, key: str, build: str, name: str) -> str:
+        return self._path("objects", key, build, name)
+
+    def manifest(self, key: str) -> dict[str, Any] | None:
+        """The published manifest of `key`; None when there is none, {} when it does not parse (or
+        lists no files): not an entry, and the next build replaces it."""
+        try:
+            blob = self._call(self.fs.cat_file, self.manifest_path(key))
+        except FileNotFoundError:
+            return None
+        try:
+            found = json.loads(blob)
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) and isinstance(found.get("files"), dict) else {}
+
+    def download(self, key: str, manifest: Mapping[str, Any], into: Path) -> str | None:
+        """The entry's files into `into`; None when they all arrived whole, else what is wrong (a
+        file missing, shorter or different from its manifest: an upload that did not finish)."""
+        for name, expected in sorted(manifest["files"].items()):
+            target = into / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = self.object_path(key, str(manifest["build"]), name)
+            try:
+                self._call(self.fs.get_file, source, str(target))
+            except FileNotFoundError:
+                return f"{source} is missing"
+            size = target.stat().st_size
+            if size != expected.get("size") or file_digest(target) != expected.get("sha256"):
+                return (f"{source} has {size} bytes, its manifest says {expected.get('size')} with "
+                        "another digest: a truncated or overwritten upload")
+        return None
+
+    def publish(self, key: str, directory: Path, manifest: Mapping[str, Any], replace: bool) -> bool:
+        """Upload the entry in `directory`, then its manifest. `replace`: over an entry this run
+        does not use (older than --rebuild, broken); otherwise the first publisher wins and this
+        returns False (the files uploaded under this build's id stay unreferenced)."""
+        build = str(manifest["build"])
+        files = {}
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+            name = path.relative_to(directory).as_posix()
+            if self.local:
+                Path(self.object_path(key, build, name)).parent.mkdir(parents=True, exist_ok=True)
+            self._call(self.fs.put_file, str(path), self.object_path(key, build, name))
+            files[name] = {"size": path.stat().st_size, "sha256": file_digest(path)}
+        published = {**{k: v for k, v in manifest.items() if k != "built_now"}, "files": files,
+                     "published": time.time(), "published_by": self.host}
+        return self._write(self.manifest_path(key), json.dumps(published, default=str).encode(),
+                           exclusive=not replace)
+
+    @contextmanager
+    def lease(self, key: str, wait: float, published: Callable[[], bool]) -> Iterator[bool]:
+        """Hold the key's lease while building (yields True), or yield False as soon as another
+        holder has published the entry. A lease older than `wait` is a dead builder's: taken over.
+        Gives up with an error naming the holder after `wait` seconds."""
+        path, deadline = self.lease_path(key), time.monotonic() + wait
+        note = json.dumps({"holder": self.host, "since": time.time(), "expires": time.time() + wait})
+        while not self._write(path, note.encode(), exclusive=True):
+            if published():
+                yield False
+                return
+            holder = self._lease_holder(path)
+            if holder is not None and holder.get("expires", 0) < time.time():
+                self._remove(path)  # its builder died: whoever removes it first builds
+                continue
+            if time.monotonic() >= deadline:
+                since = time.strftime("%H:%M:%S UTC", time.gmtime(holder.get("since", 0) if holder else 0))
+                who = f"{holder.get('holder')} (since {since})" if holder else "another machine"
+                raise RemoteStoreError(
+                    f"gave up after {wait:g} s waiting for the lease {self.url}/leases/{key}.json: {who} "
+                    "is building this artifact; let it finish, or raise --build-timeout")
+            time.sleep(LEASE_POLL)
+        try:
+            yield True
+        finally:
+            self._remove(path)
+
+    def _lease_holder(self, path: str) -> dict[str, Any] | None:
+        try:
+            found = json.loads(self._call(self.fs.cat_file, path))
+        except (FileNotFoundError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def _write(self, path: str, blob: bytes, exclusive: bool) -> bool:
+        """Write `blob` at `path` in one step (False when `exclusive` and it exists). On a local or
+        mounted file system, a temporary file renamed (or linked, when exclusive) into place; on
+        object storage one PUT, with If-None-Match when exclusive."""
+        if self.local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+            partial.write_bytes(blob)
+            try:
+                if not exclusive:
+                    partial.replace(target)
+                    return True
+                try:
+                    os.link(partial, target)
+                except FileExistsError:
+                    return False
+                return True
+            finally:
+                partial.unlink(missing_ok=True)
+        try:
+            self._call(self.fs.pipe_file, path, blob, mode="create" if exclusive else "overwrite")
+        except FileExistsError:
+            return False
+        return True
+
+    def _remove(self, path: str) -> None:
+        try:
+            self._call(self.fs.rm_file, path)
+        except FileNotFoundError:
+            pass
+
+    def _call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """An fsspec call, its connection and permission errors said with the URL and the fix."""
+        try:
+            return operation(*args, **kwargs)
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except Exception as error:  # botocore's and aiohttp's own errors are not OSErrors
+            raise RemoteStoreError(
+                f"artifact store {self.url}: {type(error).__name__}: {error}; check the URL, the "
+                "credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws for s3://) and "
+                "[tool.modelparity] store_options (e.g. endpoint_url)") from error

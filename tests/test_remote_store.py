@@ -1,0 +1,160 @@
+"""The shared store on a real S3-compatible server (moto on 127.0.0.1, tests/conftest.py): what
+object storage adds to the local store's promises. A reader never takes a partial entry (a truncated
+upload, files without their manifest, a manifest that does not parse: each rebuilt and replaced),
+two publishers of one key leave one whole entry, a dead builder's lease is taken over, and an
+unreachable store fails the build naming the URL instead of hanging or passing."""
+
+import json
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from modelparity.remote_store import RemoteStoreError, RemoteTier
+from modelparity.store import ArtifactStore, RemoteStoreWarning, StoredBuildError
+
+
+def _build(counter: Path, content: str = "artifact"):
+    def build(out: Path):
+        with open(counter, "a") as handle:
+            handle.write("built\n")
+        (out / "model.bin").write_text(content * 1000)
+        (out / "nested").mkdir()
+        (out / "nested" / "weights.bin").write_bytes(b"\0" * 4096)
+        return {}
+    return build
+
+
+@pytest.fixture
+def shared(s3_server, tmp_path, request):
+    """machine(): a store on this test's S3 prefix behind a new local cache (another machine)."""
+    url = f"s3://modelparity/{request.node.name.replace('[', '-').strip(']')}"
+    caches = iter(range(1000))
+    return lambda **kw: ArtifactStore(tmp_path / f"cache{next(caches)}", kw.get("rebuild_before"),
+                                      RemoteTier(url, s3_server))
+
+
+def _built(counter: Path) -> int:
+    return counter.read_text().count("built") if counter.exists() else 0
+
+
+def test_a_truncated_upload_is_not_served_and_is_replaced(shared, tmp_path):
+    counter = tmp_path / "count"
+    first = shared()
+    entry = first.get_or_build("k", {}, _build(counter))
+    tier = first.remote
+    manifest = tier.manifest("k")
+    path = tier.object_path("k", manifest["build"], "model.bin")
+    tier.fs.pipe_file(path, tier.fs.cat_file(path)[:100])  # the upload stopped after 100 bytes
+    with pytest.warns(RemoteStoreWarning, match="truncated"):
+        rebuilt = shared().get_or_build("k", {}, _build(counter))
+    assert rebuilt.built_now and _built(counter) == 2
+    assert tier.manifest("k")["build"] != manifest["build"], "the broken entry was replaced"
+    third = shared().get_or_build("k", {}, _build(counter))
+    assert not third.built_now
+    assert (third.path / "model.bin").read_text() == (entry.path / "model.bin").read_text()
+
+
+@pytest.mark.parametrize("damage", ["no-manifest", "unparsable-manifest"])
+def test_files_without_a_whole_manifest_are_no_entry(shared, tmp_path, damage):
+    """A publisher killed between its files and its manifest, or a manifest cut short."""
+    counter = tmp_path / "count"
+    tier = shared().remote
+    tier.fs.pipe_file(tier.object_path("k", "deadbuild", "model.bin"), b"half")
+    if damage == "unparsable-manifest":
+        tier.fs.pipe_file(tier.manifest_path("k"), b'{"key": "k", "status": "bu')
+    assert shared().get_or_build("k", {}, _build(counter)).built_now
+    assert tier.manifest("k")["status"] == "built", "the broken manifest was replaced"
+    assert not shared().get_or_build("k", {}, _build(counter)).built_now and _built(counter) == 1
+
+
+def _publish(url: str, options: dict, directory: str, barrier) -> None:
+    tier = RemoteTier(url, options)
+    manifest = json.loads((Path(directory) / "artifact.json").read_text())
+    barrier.wait()
+    tier.publish("k", Path(directory), manifest, replace=False)
+
+
+def _read_while_racing(url: str, options: dict, cache: str, seen: str, stop) -> None:
+    """A third machine reading the key over and over while two publish it."""
+    while not stop.is_set():
+        store = ArtifactStore(Path(cache) / str(time.monotonic_ns()), None, RemoteTier(url, options))
+        artifact = store.lookup("k")
+        if artifact is not None:
+            with open(seen, "a") as handle:
+                handle.write((artifact.path / "model.bin").read_text()[:1] + "\n")
+
+
+def test_two_publishers_racing_leave_one_whole_entry(s3_server, tmp_path):
+    """No lease here: both publish the same key at once (their files differ, as two builds of a
+    nondeterministic converter do). The first manifest wins; every reader gets one whole build."""
+    url = "s3://modelparity/publish-race"
+    directories = []
+    for name in "AB":
+        store = ArtifactStore(tmp_path / f"builder{name}")
+        entry = store.get_or_build("k", {}, _build(tmp_path / "count", content=name * 5000))
+        directories.append(str(entry.path))
+    context = multiprocessing.get_context("spawn")
+    barrier, stop = context.Barrier(2), context.Event()
+    reader = context.Process(target=_read_while_racing,
+                             args=(url, s3_server, str(tmp_path / "readers"), str(tmp_path / "seen"), stop))
+    reader.start()
+    publishers = [context.Process(target=_publish, args=(url, s3_server, d, barrier)) for d in directories]
+    for process in publishers:
+        process.start()
+    for process in publishers:
+        process.join(60)
+        assert process.exitcode == 0
+    time.sleep(1.0)
+    stop.set()
+    reader.join(60)
+    tier = RemoteTier(url, s3_server)
+    winner = tier.manifest("k")
+    assert tier.download("k", winner, tmp_path / "check") is None, "the published entry is whole"
+    content = (tmp_path / "check" / "model.bin").read_text()
+    assert content in ("A" * 5000 * 1000, "B" * 5000 * 1000)
+    seen = set((tmp_path / "seen").read_text().split())
+    assert seen == {content[0]}, "every reader saw the winner, whole, and nothing else"
+
+
+def test_a_dead_builders_lease_is_taken_over(shared, tmp_path):
+    store = shared()
+    store.remote.fs.pipe_file(store.remote.lease_path("k"), json.dumps(
+        {"holder": "a killed machine", "since": time.time() - 100, "expires": time.time() - 1}).encode())
+    assert store.get_or_build("k", {}, _build(tmp_path / "count")).built_now
+    assert not store.remote.fs.exists(store.remote.lease_path("k")), "the lease is released"
+
+
+def test_a_live_lease_is_waited_for_with_the_holder_named(shared, tmp_path):
+    store = shared()
+    store.remote.fs.pipe_file(store.remote.lease_path("k"), json.dumps(
+        {"holder": "runner-7 pid 42", "since": time.time(), "expires": time.time() + 600}).encode())
+    with pytest.raises(StoredBuildError, match=r"runner-7 pid 42 \(since .* UTC\) is building this artifact"):
+        store.get_or_build("k", {}, _build(tmp_path / "count"), build_timeout=0.5 - store.lock_margin)
+    assert not (tmp_path / "count").exists()
+
+
+def test_an_unreachable_store_fails_the_build_naming_the_url(tmp_path):
+    options = {"endpoint_url": "http://127.0.0.1:9", "key": "x", "secret": "y",
+               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+    store = ArtifactStore(tmp_path / "cache", None, RemoteTier("s3://nowhere/store", options))
+    with pytest.raises(StoredBuildError, match=r"artifact store s3://nowhere/store: .*endpoint_url"):
+        store.get_or_build("k", {}, _build(tmp_path / "count"))
+    assert store.lookup("k") is None
+
+
+def test_a_file_url_is_a_shared_store_too(tmp_path):
+    """file:// (a mount every machine sees): the same layout, written with renames and links."""
+    url = f"file://{tmp_path / 'shared'}"
+    first = ArtifactStore(tmp_path / "a", None, RemoteTier(url))
+    assert first.get_or_build("k", {}, _build(tmp_path / "count")).built_now
+    assert (tmp_path / "shared" / "entries" / "k" / "k.json").is_file()
+    second = ArtifactStore(tmp_path / "b", None, RemoteTier(url))
+    assert not second.get_or_build("k", {}, _build(tmp_path / "count")).built_now
+    assert second.get_or_build("k", {}, _build(tmp_path / "count")).manifest["fetched_from"] == url
+
+
+def test_an_unknown_protocol_says_what_to_install():
+    with pytest.raises(RemoteStoreError, match="--store nosuch://x"):
+        RemoteTier("nosuch://x")
