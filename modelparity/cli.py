@@ -6,6 +6,7 @@ project's settings, and what this machine can run.
     modelparity formats [--formats GLOBS] [--format-plugin FILE]
     modelparity doctor
     modelparity repro ... / modelparity diverge ...
+    modelparity report merge DIR... --out DIR [--allow-partial] [--fail-on-failures]
 
 A suite runs with pytest's rootdir at the current folder and its pyproject.toml as the config file,
 so `[tool.modelparity]` there (models, formats, tolerances, expected failures, store, reports,
@@ -103,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    for suite in SUITES},
                 "formats": formats.__doc__, "doctor": doctor.__doc__,
                 "repro": "re-run one check on saved inputs (python -m modelparity.repro)",
-                "diverge": "where an ONNX format's graph starts to differ (python -m modelparity.diverge)"}
+                "diverge": "where an ONNX format's graph starts to differ (python -m modelparity.diverge)",
+                "report": "merge sharded runs' reports into one (python -m modelparity.report merge)"}
     if not arguments or arguments[0] in ("-h", "--help") or arguments[0] not in commands:
         print(__doc__.split("\n\n")[0] + "\n\ncommands:")
         for name, help_text in commands.items():
@@ -121,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return formats(rest)
     if command == "doctor":
         return doctor(rest)
+    if command == "report":
+        from modelparity.report.__main__ import main as report_main
+
+        return report_main(rest, prog="modelparity report")
     from modelparity import diverge, repro
 
     return (repro.main if command == "repro" else diverge.main)(rest)
