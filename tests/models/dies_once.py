@@ -1,0 +1,25 @@
+"""A format whose runner's process is killed the first time it runs (the test kills it: a lost Ray
+worker); loaded with --format-plugin. MODELPARITY_TEST_DIES_ONCE names the file where each attempt
+writes its process id; the first attempt waits there to be killed, the next ones run normally."""
+
+import os
+import time
+from pathlib import Path
+
+from modelparity.formats.base import TORCH, Format
+from modelparity.formats.torchscript import TorchScriptRunner
+
+
+class DiesOnceRunner(TorchScriptRunner):
+    def run(self, inputs):
+        marker = Path(os.environ["MODELPARITY_TEST_DIES_ONCE"])
+        first = not marker.exists()
+        with open(marker, "a") as handle:
+            handle.write(f"{os.getpid()}\n")
+        if first:
+            time.sleep(120)  # killed here by the test
+        return super().run(inputs)
+
+
+def formats(graph, options):
+    return [Format("dies-once", parent="torchscript", load=DiesOnceRunner, requires=(TORCH,))]

@@ -1,0 +1,108 @@
+"""--executor ray on a local Ray cluster started here (`ray start --head` on 127.0.0.1 with two CPU
+slots: two worker processes): the same records as a local run, and a worker killed mid-task makes a
+retried task, not a lost check. Plus the resource rules (a GPU format asks for a GPU; one the
+cluster has none of is not applicable, not pending forever)."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelparity.formats import build_graph
+from modelparity.ray_executor import missing_resources, task_resources
+
+from .conftest import ROOT, TINY
+
+RAY = Path(sys.executable).with_name("ray")
+FORMATS = "torchscript,onnx-dynamo-ort,onnx-legacy-op17-ort"
+
+
+def test_a_gpu_format_asks_for_a_gpu_and_configured_resources_add_up():
+    graph = build_graph({"opsets": [17]}, [])
+    assert task_resources(graph, "onnx-dynamo-ort", {}) == {"num_cpus": 1}
+    assert task_resources(graph, "onnx-dynamo-ort-cuda", {}) == {"num_cpus": 1, "num_gpus": 1}
+    configured = {"onnx-dynamo-ov-*": {"resources": {"intel_cpu": 1}}, "*-ov-irfp32-cpu": {"num_cpus": 2}}
+    assert task_resources(graph, "onnx-dynamo-ov-irfp32-cpu", configured) == {
+        "num_cpus": 2, "resources": {"intel_cpu": 1}}
+
+
+def test_what_no_node_has_is_named():
+    cluster = {"CPU": 2.0, "memory": 1e9}
+    assert missing_resources({"num_cpus": 1, "num_gpus": 1}, cluster) == ["GPU 1"]
+    assert missing_resources({"num_cpus": 1, "resources": {"intel_cpu": 1}}, cluster) == ["intel_cpu 1"]
+    assert missing_resources({"num_cpus": 2}, cluster) == []
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    if not RAY.exists():
+        pytest.skip("ray is not installed: pip install 'modelparity[distributed]'")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run([str(RAY), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                    "--temp-dir", temp], check=True, capture_output=True, env=env, timeout=180)
+    yield f"127.0.0.1:{port}"
+    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _kill_first_attempt(marker: Path, killed: list[int], stop: threading.Event) -> None:
+    """The test's hand on the cluster: SIGKILL the worker process running the first attempt."""
+    while not stop.is_set():
+        if marker.exists() and marker.read_text().strip():
+            pid = int(marker.read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.1)
+
+
+def _records(reports: Path) -> dict[str, dict]:
+    return {c["test_id"]: c for c in json.loads((reports / "parity.json").read_text())["checks"]}
+
+
+def test_a_ray_run_gives_the_local_records_and_retries_a_killed_worker(
+        run_parity, ray_cluster, tmp_path, monkeypatch):
+    local = run_parity("--model", f"{TINY}:build", "--formats", FORMATS)
+    assert local.ret == 0, local.stdout.str()[-3000:]
+    marker = tmp_path / "attempts"
+    monkeypatch.setenv("MODELPARITY_TEST_DIES_ONCE", str(marker))
+    killed: list[int] = []
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_first_attempt, args=(marker, killed, stop))
+    killer.start()
+    try:
+        remote = run_parity("--model", f"{TINY}:build", "--formats", f"{FORMATS},torchscript-dies-once",
+                            "--format-plugin", str(ROOT / "tests" / "models" / "dies_once.py"),
+                            "--executor", "ray", "--ray-address", ray_cluster,
+                            "--store", str(tmp_path / "store"), "--report-dir", str(tmp_path / "ray"))
+    finally:
+        stop.set()
+        killer.join()
+    assert remote.ret == 0, remote.stdout.str()[-3000:]
+    mine, theirs = _records(local.reports), _records(tmp_path / "ray")
+    for test_id, record in mine.items():
+        other = theirs[test_id]
+        assert other["executor"]["kind"] == "ray" and "executor" not in record
+        for field in ("status", "worst_abs", "noise_ratio", "input_shapes", "precision_profile"):
+            assert other.get(field) == record.get(field), (test_id, field)
+    pids = {r["executor"]["pid"] for r in theirs.values()}
+    assert len(pids) >= 2, "the cluster's worker processes shared the checks"
+    attempts = [int(pid) for pid in marker.read_text().split()]
+    assert killed == attempts[:1] and len(attempts) >= 3, attempts  # b1 killed then retried, and b4
+    retried = [r for r in theirs.values() if r["format"] == "torchscript-dies-once"]
+    assert [r["status"] for r in retried] == ["passed", "passed"]
+    assert killed[0] not in {r["executor"]["pid"] for r in retried}, "it ran again in another process"
