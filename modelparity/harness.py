@@ -290,6 +290,7 @@ class Harness:
                     built_now = source.built_now and source.key not in self._reported_built
                     self._reported_built.add(source.key)
                 record.steps.append({"node": node.id, "key": source.key, "built_now": built_now,
+                                     "fetched_from": source.manifest.get("fetched_from"),
                                      "build_seconds": source.manifest.get("build_seconds", 0.0),
                                      "info": source.manifest.get("info", {}),
                                      "log": str(source.path / "build.log")})

@@ -33,15 +33,41 @@ from typing import Any
 
 MANIFEST = "artifact.json"
 LEASE_POLL = 0.5  # seconds between a waiter's looks at the lease and the manifest
+LEASE_SETTLE = 1.0  # seconds a taker of a dead builder's lease waits before reading back who won
 
 
 class RemoteStoreError(RuntimeError):
     """The shared store cannot be reached or written: names the URL and what to check."""
 
 
+class LeaseTimeout(RemoteStoreError):
+    """Another machine held the key's lease for longer than this one waits."""
+
+
 def is_url(location: str) -> bool:
     """Whether a --store value is an fsspec URL (s3://bucket/prefix) rather than a directory."""
     return "://" in location
+
+
+def _dead(holder: Mapping[str, Any]) -> bool:
+    """Whether a lease's holder is gone: past its expiry, or a process of this host that is not
+    running (a kill -9 on the same machine is seen at once)."""
+    if holder.get("expires", 0) < time.time():
+        return True
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def safe_name(name: str) -> bool:
+    """Whether a manifest's file name stays inside the entry (no absolute path, no '..')."""
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
 
 
 def file_digest(path: Path) -> str:
@@ -102,6 +128,8 @@ class RemoteTier:
         """The entry's files into `into`; None when they all arrived whole, else what is wrong (a
         file missing, shorter or different from its manifest: an upload that did not finish)."""
         for name, expected in sorted(manifest["files"].items()):
+            if not safe_name(name) or not isinstance(expected, dict):
+                return f"its manifest names the file {name!r}, outside the entry: not an entry"
             target = into / name
             target.parent.mkdir(parents=True, exist_ok=True)
             source = self.object_path(key, str(manifest["build"]), name)
@@ -135,29 +163,52 @@ class RemoteTier:
     @contextmanager
     def lease(self, key: str, wait: float, published: Callable[[], bool]) -> Iterator[bool]:
         """Hold the key's lease while building (yields True), or yield False as soon as another
-        holder has published the entry. A lease older than `wait` is a dead builder's: taken over.
-        Gives up with an error naming the holder after `wait` seconds."""
+        holder has published the entry. A lease past its expiry, or held by a process of this host
+        that is gone, is a dead builder's: taken over by overwriting it with this one's token and
+        reading it back after LEASE_SETTLE (of two takers, the later write holds it). Gives up with
+        an error naming the holder after `wait` seconds."""
         path, deadline = self.lease_path(key), time.monotonic() + wait
-        note = json.dumps({"holder": self.host, "since": time.time(), "expires": time.time() + wait})
-        while not self._write(path, note.encode(), exclusive=True):
+        token = uuid.uuid4().hex
+        note = json.dumps({"holder": self.host, "host": socket.gethostname(), "pid": os.getpid(),
+                           "token": token, "since": time.time(), "expires": time.time() + wait}).encode()
+        holding = self._write(path, note, exclusive=True)
+        while not holding:
             if published():
                 yield False
                 return
             holder = self._lease_holder(path)
-            if holder is not None and holder.get("expires", 0) < time.time():
-                self._remove(path)  # its builder died: whoever removes it first builds
+            if holder is not None and _dead(holder):
+                self._write(path, note, exclusive=False)
+                time.sleep(LEASE_SETTLE)
+                holding = (self._lease_holder(path) or {}).get("token") == token
                 continue
             if time.monotonic() >= deadline:
                 since = time.strftime("%H:%M:%S UTC", time.gmtime(holder.get("since", 0) if holder else 0))
                 who = f"{holder.get('holder')} (since {since})" if holder else "another machine"
-                raise RemoteStoreError(
+                raise LeaseTimeout(
                     f"gave up after {wait:g} s waiting for the lease {self.url}/leases/{key}.json: {who} "
                     "is building this artifact; let it finish, or raise --build-timeout")
             time.sleep(LEASE_POLL)
+            holding = self._write(path, note, exclusive=True)
         try:
             yield True
         finally:
-            self._remove(path)
+            if (self._lease_holder(path) or {}).get("token") == token:  # not a taker's since
+                self._remove(path)
+
+    def check_access(self) -> None:
+        """Write, read and delete a probe under the URL: a missing bucket, wrong credentials or a
+        read-only store fail here, once, before any check, instead of in each build."""
+        probe = self._path("probes", f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+        try:
+            if not self._write(probe, b"modelparity", exclusive=False) or \
+                    self._call(self.fs.cat_file, probe) != b"modelparity":
+                raise RemoteStoreError(f"artifact store {self.url}: a probe written to {probe} did not "
+                                       "read back the same")
+            self._remove(probe)
+        except FileNotFoundError as error:
+            raise RemoteStoreError(f"artifact store {self.url}: {error} (does the bucket exist? create "
+                                   "it, or fix the URL)") from error
 
     def _lease_holder(self, path: str) -> dict[str, Any] | None:
         try:
@@ -190,6 +241,10 @@ class RemoteTier:
             self._call(self.fs.pipe_file, path, blob, mode="create" if exclusive else "overwrite")
         except FileExistsError:
             return False
+        except RemoteStoreError as error:  # S3's 409: a concurrent conditional write, which won
+            if exclusive and "ConditionalRequestConflict" in str(error.__cause__):
+                return False
+            raise
         return True
 
     def _remove(self, path: str) -> None:
@@ -202,7 +257,12 @@ class RemoteTier:
         """An fsspec call, its connection and permission errors said with the URL and the fix."""
         try:
             return operation(*args, **kwargs)
-        except (FileNotFoundError, FileExistsError):
+        except FileExistsError:
+            raise
+        except FileNotFoundError as error:
+            if "bucket" in str(error).lower():  # s3fs says NoSuchBucket as FileNotFoundError
+                raise RemoteStoreError(f"artifact store {self.url}: {error}; create the bucket or fix "
+                                       "the URL") from error
             raise
         except Exception as error:  # botocore's and aiohttp's own errors are not OSErrors
             raise RemoteStoreError(

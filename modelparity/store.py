@@ -24,24 +24,19 @@ import shutil
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from modelparity.remote_store import RemoteStoreError
+from modelparity.remote_store import LeaseTimeout, RemoteStoreError
 
 if TYPE_CHECKING:
     from modelparity.remote_store import RemoteTier
 
 MANIFEST = "artifact.json"
 DEFAULT_BUILD_TIMEOUT = 600.0  # what a lock waiter assumes when the caller does not say
-
-
-class RemoteStoreWarning(UserWarning):
-    """An artifact was built here but could not be published to the shared store."""
 
 
 class StoredBuildError(RuntimeError):
@@ -108,6 +103,11 @@ class ArtifactStore:
         self.rebuild_before = rebuild_before
         self.remote = remote
         self._unusable: dict[str, str] = {}  # key -> build id of a shared entry this run cannot use
+        # what the shared tier did that a run should know (a broken entry replaced, the tier lost
+        # mid-run, a publication that failed): said once each, at the end (never a warning, which a
+        # project's filterwarnings = error would turn into a crash)
+        self.notices: list[str] = []
+        self.remote_down: str | None = None  # why the shared tier is no longer used this session
         self.root.mkdir(parents=True, exist_ok=True)
         self._remembered: dict[str, StoredBuildError] = {}
         self._clean_tmp()
@@ -128,12 +128,12 @@ class ArtifactStore:
         """The built entry under `key` if there is one; never builds (a stored failure is none)."""
         final = self.path_for(key)
         manifest = self._read(final)
-        if manifest is None and self.remote is not None:
-            with self._lock(key, DEFAULT_BUILD_TIMEOUT):
-                try:
+        if manifest is None and self._shared_tier():
+            try:
+                with self._lock(key, DEFAULT_BUILD_TIMEOUT):
                     manifest = self._read(final) or self._fetch(key, final)
-                except RemoteStoreError:
-                    return None  # the caller makes it instead (and get_or_build says why)
+            except (RemoteStoreError, StoredBuildError):
+                return None  # the caller makes it instead
         return Artifact(key, final, manifest) if manifest and manifest["status"] == "built" else None
 
     def get_or_build(self, key: str, parts: Mapping[str, Any],
@@ -156,13 +156,25 @@ class ArtifactStore:
             existing = self._read(final)
             if existing is not None:
                 return self._ready(key, final, existing)
-            if self.remote is None:
-                return self._build(key, parts, final, build)
-            try:
-                return self._shared(key, parts, final, build, wait)
-            except RemoteStoreError as error:
-                raise StoredBuildError(str(error), {"kind": "store", "summary": str(error), "tail": "",
-                                                    "cache": False}) from None
+            if self._shared_tier():
+                try:
+                    return self._shared(key, parts, final, build, wait)
+                except LeaseTimeout as error:  # as for the local lock: the check fails, saying who
+                    raise StoredBuildError(str(error), {"kind": "lock-timeout", "summary": str(error),
+                                                        "tail": "", "cache": False}) from None
+                except RemoteStoreError as error:
+                    self._lose_remote(error)
+            return self._build(key, parts, final, build)
+
+    def _shared_tier(self) -> bool:
+        return self.remote is not None and self.remote_down is None
+
+    def _lose_remote(self, error: RemoteStoreError) -> None:
+        """The shared tier failed mid-run: the rest of the session builds and reads here only (each
+        check waiting on a dead endpoint would fail a run whose artifacts are fine)."""
+        self.remote_down = str(error)
+        self.notices.append(f"the shared store stopped answering; this session continued with the "
+                            f"local store {self.root} only: {error}")
 
     def _shared(self, key: str, parts: Mapping[str, Any], final: Path,
                 build: Callable[[Path], Mapping[str, Any]], wait: float) -> Artifact:
@@ -200,8 +212,8 @@ class ArtifactStore:
             problem = self.remote.download(key, manifest, tmp)
             if problem is not None:
                 self._unusable[key] = str(manifest.get("build"))
-                warnings.warn(RemoteStoreWarning(f"shared entry {key} is broken ({problem}): "
-                                                 "rebuilding it here"), stacklevel=2)
+                self.notices.append(f"shared entry {key} was broken ({problem}): built here and "
+                                    "published in its place")
                 return None
             local = {**{k: v for k, v in manifest.items() if k != "files"},
                      "fetched_from": self.remote.url}
@@ -226,13 +238,13 @@ class ArtifactStore:
         tmp.rename(final)
 
     def _publish(self, key: str, final: Path, manifest: Mapping[str, Any]) -> None:
-        """Publish an entry built here; a failure to do so leaves it here only, with a warning."""
+        """Publish an entry built here; a failure to do so leaves it here only, and the session
+        local-only from then on (a notice)."""
         assert self.remote is not None
         try:
             self.remote.publish(key, final, manifest, replace=key in self._unusable)
         except RemoteStoreError as error:
-            warnings.warn(RemoteStoreWarning(f"built {key} here, but could not publish it: {error}"),
-                          stacklevel=2)
+            self._lose_remote(error)
 
     def _build(self, key: str, parts: Mapping[str, Any], final: Path,
                build: Callable[[Path], Mapping[str, Any]]) -> Artifact:
@@ -259,7 +271,7 @@ class ArtifactStore:
             raise failure
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
         self._install(key, tmp, final)
-        if self.remote is not None:
+        if self._shared_tier():
             self._publish(key, final, manifest)
         return self._ready(key, final, {**manifest, "built_now": True})
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelparity.remote_store import RemoteStoreError, RemoteTier
-from modelparity.store import ArtifactStore, RemoteStoreWarning, StoredBuildError
+from modelparity.store import ArtifactStore, StoredBuildError
 
 
 def _build(counter: Path, content: str = "artifact"):
@@ -47,9 +47,10 @@ def test_a_truncated_upload_is_not_served_and_is_replaced(shared, tmp_path):
     manifest = tier.manifest("k")
     path = tier.object_path("k", manifest["build"], "model.bin")
     tier.fs.pipe_file(path, tier.fs.cat_file(path)[:100])  # the upload stopped after 100 bytes
-    with pytest.warns(RemoteStoreWarning, match="truncated"):
-        rebuilt = shared().get_or_build("k", {}, _build(counter))
+    reader = shared()
+    rebuilt = reader.get_or_build("k", {}, _build(counter))
     assert rebuilt.built_now and _built(counter) == 2
+    assert "truncated" in reader.notices[0] and "published in its place" in reader.notices[0]
     assert tier.manifest("k")["build"] != manifest["build"], "the broken entry was replaced"
     third = shared().get_or_build("k", {}, _build(counter))
     assert not third.built_now
@@ -135,13 +136,59 @@ def test_a_live_lease_is_waited_for_with_the_holder_named(shared, tmp_path):
     assert not (tmp_path / "count").exists()
 
 
-def test_an_unreachable_store_fails_the_build_naming_the_url(tmp_path):
-    options = {"endpoint_url": "http://127.0.0.1:9", "key": "x", "secret": "y",
-               "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
-    store = ArtifactStore(tmp_path / "cache", None, RemoteTier("s3://nowhere/store", options))
-    with pytest.raises(StoredBuildError, match=r"artifact store s3://nowhere/store: .*endpoint_url"):
-        store.get_or_build("k", {}, _build(tmp_path / "count"))
-    assert store.lookup("k") is None
+DEAD = {"endpoint_url": "http://127.0.0.1:9", "key": "x", "secret": "y",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
+
+
+def test_an_unreachable_store_is_refused_before_any_check(s3_server):
+    with pytest.raises(RemoteStoreError, match=r"artifact store s3://nowhere/store: .*endpoint_url"):
+        RemoteTier("s3://nowhere/store", DEAD).check_access()
+    with pytest.raises(RemoteStoreError, match=r"s3://nosuchbucket/x: .*bucket"):
+        RemoteTier("s3://nosuchbucket/x", s3_server).check_access()
+    RemoteTier("s3://modelparity/access", s3_server).check_access()
+
+
+def test_a_store_lost_mid_run_leaves_the_session_local(shared, tmp_path):
+    """The endpoint stops answering: one notice, and every later artifact is built and read here
+    (an artifact built before is still served), instead of every check failing on the dead store."""
+    store = shared()
+    assert store.get_or_build("before", {}, _build(tmp_path / "count")).built_now
+    store.remote = RemoteTier("s3://nowhere/store", DEAD)
+    assert not store.get_or_build("before", {}, _build(tmp_path / "count")).built_now
+    assert store.get_or_build("after", {}, _build(tmp_path / "count")).built_now
+    assert store.get_or_build("again", {}, _build(tmp_path / "count")).built_now
+    assert len(store.notices) == 1 and "continued with the local store" in store.notices[0]
+    assert store.lookup("unknown") is None
+
+
+def test_a_manifest_naming_a_file_outside_the_entry_is_no_entry(shared, tmp_path):
+    store = shared()
+    store.get_or_build("k", {}, _build(tmp_path / "count"))
+    manifest = store.remote.manifest("k")
+    escape = "../../../../../../" + str(tmp_path / "escaped.txt").lstrip("/")
+    manifest["files"] = {escape: {"size": 4, "sha256": "0" * 64}}
+    store.remote.fs.pipe_file(store.remote.manifest_path("k"), json.dumps(manifest).encode())
+    store.remote.fs.pipe_file(store.remote.object_path("k", manifest["build"], escape), b"evil")
+    reader = shared()
+    assert reader.get_or_build("k", {}, _build(tmp_path / "count")).built_now
+    assert not (tmp_path / "escaped.txt").exists() and "outside the entry" in reader.notices[0]
+
+
+def test_the_lease_of_a_dead_process_of_this_host_is_taken_at_once(shared, tmp_path):
+    """kill -9 of a builder: its lease names its host and pid, so this host need not wait it out."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    store = shared()
+    store.remote.fs.pipe_file(store.remote.lease_path("k"), json.dumps(
+        {"holder": "killed", "host": socket.gethostname(), "pid": int(gone), "token": "old",
+         "since": time.time(), "expires": time.time() + 600}).encode())
+    started = time.monotonic()
+    assert store.get_or_build("k", {}, _build(tmp_path / "count")).built_now
+    assert time.monotonic() - started < 10
 
 
 def test_a_file_url_is_a_shared_store_too(tmp_path):

@@ -120,15 +120,21 @@ def test_disjoint_shards_merge_into_one_report(tmp_path, two_shards):
 
 def test_batch_report_merges_beside_parity(tmp_path, two_shards):
     write_shard(two_shards[0], [record("onnx-ort", 2)], name="batch")
+    write_shard(two_shards[1], [], "2/2", name="batch")  # every shard writes each report, maybe empty
     written = merge(two_shards, tmp_path / "merged")
-    assert sorted(written) == ["batch", "parity"] and written["batch"]["shards"] == 1
+    assert sorted(written) == ["batch", "parity"] and written["batch"]["shards"] == 2
     assert len(merged(tmp_path / "merged", "batch")["checks"]) == 1
 
 
-def test_partial_shard_refused_unless_allowed(tmp_path, two_shards):
+def test_partial_shard_refused_unless_allowed(tmp_path, two_shards, monkeypatch):
     dying = "suites/parity/test_parity.py::test_parity[digits_cnn-onnx-tflite-b4]"
+    first = write_shard(tmp_path / "s1", [record("onnx-ort"), record("onnx-ort", 4, "failed")], "1/3")
+    second = write_shard(tmp_path / "s2", [record("onnx-ov"), unrecorded("onnx-trt")], "2/3")
+    monkeypatch.setattr(report_files, "PARTIAL_EVERY", 1e9)  # it died before rewriting its document
     dead = write_shard(tmp_path / "shard-3", [record("onnx-tflite")], "3/3", complete=False,
                        running=[dying])
+    assert json.loads((dead / "parity.json").read_text())["checks"] == [], "only its journal has it"
+    two_shards = [first, second]
     with pytest.raises(MergeError, match=re.escape(f"{dead / 'parity.json'} is a partial report")):
         merge([*two_shards, dead], tmp_path / "merged")
     assert not (tmp_path / "merged").exists()
@@ -142,12 +148,29 @@ def test_partial_shard_refused_unless_allowed(tmp_path, two_shards):
 
 
 def test_conflicting_duplicate_refused_naming_both_files(tmp_path, two_shards):
-    other = write_shard(tmp_path / "other", [record("onnx-ort", 4, "passed")], "1/3")
+    other = write_shard(tmp_path / "other", [record("onnx-ort", 4, "passed")], "2/2")
     with pytest.raises(MergeError) as raised:
         merge([*two_shards, other], tmp_path / "merged")
     message = str(raised.value)
     assert "test_parity[digits_cnn-onnx-ort-b4]" in message and "failed in" in message
     assert str(two_shards[0] / "parity.json") in message and str(other / "parity.json") in message
+
+
+def test_a_missing_shard_is_refused_unless_allowed(tmp_path, two_shards):
+    with pytest.raises(MergeError, match=r"shards 2/2 are missing \(given: 1/2\)"):
+        merge(two_shards[:1], tmp_path / "merged")
+    merge(two_shards[:1], tmp_path / "merged", allow_partial=True)
+    run = merged(tmp_path / "merged")["run"]
+    assert run["complete"] is False and run["missing_shards"] == ["2/2"]
+
+
+def test_shards_of_different_runs_are_refused(tmp_path, two_shards):
+    unsharded = write_shard(tmp_path / "whole", [record("onnx-tflite")], None)
+    with pytest.raises(MergeError, match="is not a shard's report"):
+        merge([*two_shards, unsharded], tmp_path / "merged")
+    other_total = write_shard(tmp_path / "of3", [record("onnx-tflite")], "3/3")
+    with pytest.raises(MergeError, match=r"not of one run: shard totals \['2', '3'\]"):
+        merge([*two_shards, other_total], tmp_path / "merged")
 
 
 def test_identical_duplicate_kept_once(tmp_path, two_shards):

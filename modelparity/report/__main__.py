@@ -26,8 +26,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modelparity.r
     merging.add_argument("--out", required=True, type=Path, metavar="DIR",
                          help="where the merged reports go (not one of the shards' directories)")
     merging.add_argument("--allow-partial", action="store_true",
-                         help="merge a shard whose run did not finish (died, or still running); the "
-                              "merged report then says it is not complete and names that shard")
+                         help="merge a shard whose run did not finish (died, or still running: its "
+                              "journal's records), or a sharded run with shards missing; the merged "
+                              "report then says it is not complete and names them")
     merging.add_argument("--fail-on-failures", action="store_true",
                          help="exit 1 when a merged report has failed or error checks or is partial "
                               "(a CI gate over all shards)")
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m modelparity.r
     failing = []
     for name, facts in written.items():
         counts = ", ".join(f"{status} {n}" for status, n in facts["summary"].items() if n) or "no checks"
-        state = "" if facts["complete"] else "; PARTIAL (a shard did not finish)"
+        state = "" if facts["complete"] else "; PARTIAL (a shard did not finish, or is missing)"
         print(f"{name}: {facts['checks']} checks from {facts['shards']} shards ({counts}){state} -> "
               f"{facts['json']}, {facts['html']}")
         if facts["summary"]["failed"] + facts["summary"]["error"] or not facts["complete"]:

@@ -122,15 +122,43 @@ def merged_document(shards: Sequence[ShardReport], allow_partial: bool) -> dict[
                          f"(it died or is still running; checks running at its last update: {running}). "
                          "Wait for the shard to finish or re-run it, or pass --allow-partial to merge "
                          "the checks it finished")
+    missing = missing_shards(shards, allow_partial)
     first = shards[0].document
     document = build_report(merged_checks(shards), merged_session(shards))
     document.update(machine=first["machine"], tools=first["tools"],
                     tolerance_profiles=first.get("tolerance_profiles", document["tolerance_profiles"]))
-    document["run"] = {"id": f"merged-{new_run_id()}", "complete": not partial,
+    document["run"] = {"id": f"merged-{new_run_id()}", "complete": not partial and not missing,
+                       "missing_shards": missing,
                        "merged_from": [s.run.get("id") for s in shards],
-                       "running": sorted({n for s in partial for n in s.run.get("running", [])}),
+                       "running": sorted({n for s in partial for n in shard_running(s)}),
                        "journal": None, "partial_shards": [str(s.directory) for s in partial]}
     return document
+
+
+def missing_shards(shards: Sequence[ShardReport], allow_partial: bool) -> list[str]:
+    """The shards (K/N) of the sharded run that are not among `shards`; refuses shards of different
+    selections or totals, a sharded run mixed with unsharded ones, and (unless `allow_partial`) a
+    sharded run with shards missing: a merged report of 1 of 2 shards is not the run's report."""
+    given = [s.document["session"].get("shard") for s in shards]
+    if not any(given):
+        return []
+    if not all(given):
+        unsharded = next(s.path for s, value in zip(shards, given, strict=True) if not value)
+        raise MergeError(f"{unsharded} is not a shard's report (its run had no --shard), and the others "
+                         "are: merge the shards of one sharded run")
+    totals = {str(value).partition("/")[2] for value in given}
+    selections = differing([{k: s.document["session"].get(k) for k in SHARED_SETTINGS[:3]} for s in shards])
+    if len(totals) > 1 or selections:
+        raise MergeError(f"these shards are not of one run: shard totals {sorted(totals)}"
+                         + (f", selections differing in {json.dumps(selections)}" if selections else "")
+                         + "; merge the report directories of one `--shard K/N` run, with the same options")
+    total = int(totals.pop())
+    missing = [f"{k}/{total}" for k in range(1, total + 1) if f"{k}/{total}" not in given]
+    if missing and not allow_partial:
+        raise MergeError(f"shards {', '.join(missing)} are missing (given: {', '.join(map(str, given))}): "
+                         "pass every shard's report directory, or --allow-partial to merge these alone "
+                         "(the merged report then says it is not complete)")
+    return missing
 
 
 def merged_checks(shards: Sequence[ShardReport]) -> list[dict[str, Any]]:
@@ -138,7 +166,7 @@ def merged_checks(shards: Sequence[ShardReport]) -> list[dict[str, Any]]:
     its status; if they disagree, the shards were not of one selection, and the merge refuses."""
     chosen: dict[str, tuple[dict[str, Any], ShardReport]] = {}
     for shard in shards:
-        for check in shard.document["checks"]:
+        for check in shard_checks(shard):
             key = check.get("nodeid") or check["test_id"]
             if key not in chosen:
                 chosen[key] = check, shard
@@ -150,6 +178,38 @@ def merged_checks(shards: Sequence[ShardReport]) -> list[dict[str, Any]]:
                                  "selection never share a check: merge the report directories of one "
                                  "sharded run (the same --shard K/N total and selection), each once")
     return sorted((check for check, _ in chosen.values()), key=lambda c: c.get("test_id", ""))
+
+
+def shard_checks(shard: ShardReport) -> list[dict[str, Any]]:
+    """A shard's records: its document's, or for a partial report its journal's (NAME.jsonl, every
+    record finished and flushed, where the document is rewritten only every few seconds)."""
+    if shard.run.get("complete"):
+        return list(shard.document["checks"])
+    records = {event["nodeid"]: event["record"] for event in journal_events(shard)
+               if event.get("event") == "check-finished"}
+    found = {c.get("nodeid") or c["test_id"]: c for c in shard.document["checks"]}
+    return list({**found, **records}.values())
+
+
+def shard_running(shard: ShardReport) -> list[str]:
+    """The checks a partial shard had started and not finished: its journal's, else its document's."""
+    events = journal_events(shard)
+    if not events:
+        return list(shard.run.get("running", []))
+    started = {e["nodeid"] for e in events if e.get("event") == "check-started"}
+    return sorted(started - {e["nodeid"] for e in events if e.get("event") == "check-finished"})
+
+
+def journal_events(shard: ShardReport) -> list[dict[str, Any]]:
+    """The events of the shard's journal (NAME.jsonl beside NAME.json); [] when there is none."""
+    journal = shard.path.with_suffix(".jsonl")
+    events = []
+    for line in journal.read_text().splitlines() if journal.is_file() else []:
+        try:
+            events.append(json.loads(line))
+        except ValueError:  # the line the process was writing when it died
+            continue
+    return events
 
 
 def merged_session(shards: Sequence[ShardReport]) -> dict[str, Any]:
