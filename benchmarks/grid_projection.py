@@ -26,36 +26,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fixtures.shard import assign  # noqa: E402
 
 
-def family_costs(report: dict[str, Any]) -> tuple[dict[str, float], dict[str, int]]:
-    """Seconds and checks per conversion family (MODEL::ROOT, the chain's first node)."""
-    seconds: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
+def family_costs(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
+    """Per conversion family (MODEL::ROOT, the chain's first node): its conversions' seconds (each
+    built once: the steps built now), its checks' own seconds (`test_seconds` less any build
+    inside the check), and its weight as --shard counts it (checks plus conversions)."""
+    costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for check in report["checks"]:
         chain = check.get("chain") or [{"id": check["format"]}]
-        family = f"{check['model']}::{chain[0]['id']}"
-        built = sum(s["build_seconds"] for s in check.get("build", []) if s.get("built_now"))
-        own = check.get("test_seconds", 0.0) - check.get("phases", {}).get("build", 0.0)
-        seconds[family] += built + max(own, 0.0)
-        counts[family] += 1
-    return dict(seconds), dict(counts)
+        cost = costs[f"{check['model']}::{chain[0]['id']}"]
+        cost[0] += sum(s["build_seconds"] for s in check.get("build", []) if s.get("built_now"))
+        cost[1] += max(check.get("test_seconds", 0.0) - check.get("phases", {}).get("build", 0.0), 0.0)
+        cost[2] += 1 + sum(1 for s in check.get("build", []) if s.get("built_now"))
+    return {family: (c[0], c[1], int(c[2])) for family, c in costs.items()}
 
 
 def project(report: dict[str, Any], machines: list[int], cores: int) -> list[dict[str, Any]]:
-    seconds, counts = family_costs(report)
-    phases = report["session"].get("phases", {})
-    fixed = sum(phases.get(name, 0.0) for name in ("startup", "factory", "reference", "floors"))
+    """A shard's time: the fixed cost, its conversions over `cores` (prebuild), its checks one after
+    the other (pytest without -n)."""
+    costs = family_costs(report)
+    converting = sum(c[0] for c in costs.values())
+    prebuild = report["session"].get("phases", {}).get("prebuild", 0.0)
+    # conversions run `cores` at a time, but not `cores` times faster: the measured prebuild says how
+    # much faster (the critical path of each chain, the workers' imports); what the run spent beyond
+    # its conversions and checks (start-up, factories, references, checks outside parity.json such
+    # as the HTTP services') every machine is taken to pay in full
+    parallel = min(cores, converting / prebuild) if prebuild > 0 else cores
+    fixed = max(float(report["session"].get("duration_seconds", 0.0)) - converting / parallel
+                - sum(c[1] for c in costs.values()), 0.0)
+
+    def seconds(family: str) -> float:
+        return costs[family][0] / parallel + costs[family][1]
     rows = []
     for count in machines:
-        by_count = assign({f: counts[f] for f in seconds}, count)
-        by_time = assign({f: round(seconds[f] * 1000) for f in seconds}, count)
-        loads_count, loads_time = [0.0] * count, [0.0] * count
-        for family, cost in seconds.items():
-            loads_count[by_count[family]] += cost
-            loads_time[by_time[family]] += cost
-        rows.append({"machines": count, "families": len(seconds),
-                     "by_count_s": round(fixed + max(loads_count) / cores, 1),
-                     "by_time_s": round(fixed + max(loads_time) / cores, 1),
-                     "machine_seconds": round(count * fixed + sum(seconds.values()) / cores, 1)})
+        placements = {"by_count_s": assign({f: c[2] for f, c in costs.items()}, count),
+                      "by_time_s": assign({f: round(seconds(f) * 1000) for f in costs}, count)}
+        row: dict[str, Any] = {"machines": count}
+        for label, placed in placements.items():
+            loads = [0.0] * count
+            for family in costs:
+                loads[placed[family]] += seconds(family)
+            row[label] = round(fixed + max(loads), 1)
+            row[label.replace("_s", "_shards")] = [round(fixed + load, 1) for load in loads]
+        row["machine_seconds"] = round(count * fixed + sum(seconds(f) for f in costs), 1)
+        rows.append(row)
     return rows
 
 
@@ -67,13 +80,15 @@ def main() -> int:
     options = parser.parse_args()
     report = json.loads(options.report.read_text())
     rows = project(report, [int(m) for m in options.machines.split(",")], options.cores)
-    seconds, _ = family_costs(report)
-    print(f"{len(report['checks'])} checks, {len(seconds)} conversion families, "
-          f"{sum(seconds.values()):.1f} s of conversions and checks (projection, from {options.report})")
-    print("| machines | --shard (by count) | by measured time | machine-seconds |\n|---:|---:|---:|---:|")
+    costs = family_costs(report)
+    print(f"{len(report['checks'])} checks, {len(costs)} conversion families, "
+          f"{sum(c[0] for c in costs.values()):.1f} s of conversions, "
+          f"{sum(c[1] for c in costs.values()):.1f} s of checks (projection, from {options.report})")
+    print("| machines | --shard (by count), each shard | with --shard-durations | machine-seconds |\n"
+          "|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['machines']} | {row['by_count_s']} s | {row['by_time_s']} s | "
-              f"{row['machine_seconds']} |")
+        print(f"| {row['machines']} | {row['by_count_s']} s {row['by_count_shards']} | "
+              f"{row['by_time_s']} s | {row['machine_seconds']} |")
     return 0
 
 

@@ -17,6 +17,13 @@ from modelparity.remote_store import RemoteTier
 from modelparity.store import ArtifactStore
 
 
+def absolute_reference(reference: str) -> str:
+    """A file reference ("models/x.py:build", "plugin.py") as an absolute path, so that a process
+    with another working folder (a Ray worker) finds it; a module reference as it is."""
+    path, colon, rest = reference.partition(":")
+    return f"{Path(path).resolve()}{colon}{rest}" if path.endswith(".py") else reference
+
+
 @dataclass(frozen=True)
 class HarnessSettings:
     """`store`: the local store (with `store_url`, its cache) on `host`, the machine that resolved
@@ -47,7 +54,8 @@ class HarnessSettings:
                 raise ValueError(f"the artifact store is the folder {self.store} on {self.host}, which "
                                  f"{socket.gethostname()} cannot see: give checks that run on other "
                                  "machines a shared store (--store s3://bucket/prefix)")
-            digest = hashlib.sha1(str(self.store_url).encode()).hexdigest()[:12]
+            where = f"{self.store_url} {self.store_options.get('endpoint_url', '')}"
+            digest = hashlib.sha1(where.encode()).hexdigest()[:12]
             root = Path.home() / ".cache" / "modelparity" / "store-cache" / digest
         return ArtifactStore(root, self.rebuild_before, remote)
 
@@ -66,7 +74,10 @@ def open_harness(settings: HarnessSettings, graph: FormatGraph | None = None) ->
     harness.store_timeouts = settings.store_timeouts
     if settings.isolate_runtimes is not None:
         harness.isolate_runtimes = settings.isolate_runtimes
-    harness.inputs_dir = settings.inputs_dir
-    if settings.floor_file is not None:
+    here = socket.gethostname() == settings.host
+    # the report's folders and the committed floors are the resolving machine's files: elsewhere,
+    # no inputs are saved for repro commands, and the noise floors are measured there
+    harness.inputs_dir = settings.inputs_dir if here else None
+    if settings.floor_file is not None and here:
         harness.floor_file = FloorFile(settings.floor_file)
     return harness

@@ -141,6 +141,8 @@ class RemoteTier:
             if size != expected.get("size") or file_digest(target) != expected.get("sha256"):
                 return (f"{source} has {size} bytes, its manifest says {expected.get('size')} with "
                         "another digest: a truncated or overwritten upload")
+            if isinstance(expected.get("mode"), int):
+                target.chmod(expected["mode"] & 0o777)
         return None
 
     def publish(self, key: str, directory: Path, manifest: Mapping[str, Any], replace: bool) -> bool:
@@ -154,7 +156,8 @@ class RemoteTier:
             if self.local:
                 Path(self.object_path(key, build, name)).parent.mkdir(parents=True, exist_ok=True)
             self._call(self.fs.put_file, str(path), self.object_path(key, build, name))
-            files[name] = {"size": path.stat().st_size, "sha256": file_digest(path)}
+            files[name] = {"size": path.stat().st_size, "sha256": file_digest(path),
+                           "mode": path.stat().st_mode & 0o777}  # a compiled program stays executable
         published = {**{k: v for k, v in manifest.items() if k != "built_now"}, "files": files,
                      "published": time.time(), "published_by": self.host}
         return self._write(self.manifest_path(key), json.dumps(published, default=str).encode(),

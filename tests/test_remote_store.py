@@ -6,6 +6,7 @@ unreachable store fails the build naming the URL instead of hanging or passing."
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -205,3 +206,16 @@ def test_a_file_url_is_a_shared_store_too(tmp_path):
 def test_an_unknown_protocol_says_what_to_install():
     with pytest.raises(RemoteStoreError, match="--store nosuch://x"):
         RemoteTier("nosuch://x")
+
+
+def test_a_fetched_program_stays_executable(shared, tmp_path):
+    """A compiled program (the LibTorch C++ runner) in an entry runs where the entry is fetched."""
+    def build(out: Path):
+        program = out / "program"
+        program.write_text("#!/bin/sh\necho ran\n")
+        program.chmod(0o755)
+        return {}
+
+    shared().get_or_build("p", {}, build)
+    fetched = shared().get_or_build("p", {}, build)
+    assert not fetched.built_now and os.access(fetched.path / "program", os.X_OK)

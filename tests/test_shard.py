@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fixtures.shard import assign, parse_shard
+from fixtures.shard import assign, family_seconds, parse_shard, read_durations
 
 from .conftest import ROOT, TINY
 
@@ -27,6 +27,19 @@ def test_families_go_heaviest_first_to_the_lightest_shard():
 def test_a_bad_shard_says_what_is_expected(value):
     with pytest.raises(pytest.UsageError, match=r"expected K/N with 1 <= K <= N"):
         parse_shard(value)
+
+
+def test_measured_durations_weigh_a_family_by_its_conversions_and_checks(tmp_path):
+    def check(fmt, root, built, seconds):
+        return {"model_reference": "zoo:m", "format": fmt, "chain": [{"id": root}], "test_seconds": seconds,
+                "phases": {"build": 0.5}, "build": [{"node": fmt, "built_now": built, "build_seconds": 10.0}]}
+    report = {"checks": [check("onnx-dynamo-ort", "onnx-dynamo", True, 2.5),
+                         check("onnx-dynamo-ort", "onnx-dynamo", False, 1.5),
+                         check("torchscript", "torchscript", True, 0.5)]}
+    assert family_seconds(report) == {"zoo:m::onnx-dynamo": 10.0 + 2.0 + 1.0, "zoo:m::torchscript": 10.0}
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(pytest.UsageError, match=r"--shard-durations .*broken.json: not a parity report"):
+        read_durations(str(tmp_path / "broken.json"))
 
 
 def _verdicts(report: dict) -> dict[str, str]:

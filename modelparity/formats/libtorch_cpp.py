@@ -13,6 +13,7 @@ own latency around the model's forward after warm-up (`native_latency`).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -148,9 +149,14 @@ BUILD = "modelparity.formats.libtorch_cpp:build"
 
 
 def program_params(kind: str, file: str) -> dict[str, str]:
-    """A C++ node's params: what it runs, and the program's source digest (each model's artifact
-    holds a copy of the compiled program, so a changed program must be a new artifact)."""
-    return {"kind": kind, "file": file, "program": hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16]}
+    """A C++ node's params: what it runs, the program's source digest (each model's artifact holds a
+    copy of the compiled program, so a changed program must be a new artifact), and the folder of
+    the libtorch it is linked against (its RPATH: a machine whose torch lives elsewhere, sharing the
+    store, builds its own; found without importing torch)."""
+    spec = importlib.util.find_spec("torch")
+    torch_dir = list(spec.submodule_search_locations or [""])[0] if spec else ""
+    return {"kind": kind, "file": file, "program": hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:16],
+            "torch_lib": str(Path(torch_dir) / "lib") if torch_dir else ""}
 
 
 def formats(graph: Mapping[str, Format], options: Mapping[str, Any]) -> list[Format]:

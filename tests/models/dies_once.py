@@ -1,6 +1,7 @@
 """A format whose runner's process is killed the first time it runs (the test kills it: a lost Ray
 worker); loaded with --format-plugin. MODELPARITY_TEST_DIES_ONCE names the file where each attempt
-writes its process id; the first attempt waits there to be killed, the next ones run normally."""
+writes its process id, and the first one also in FILE.first; it waits there to be killed, the next
+ones run normally."""
 
 import os
 import time
@@ -13,11 +14,15 @@ from modelparity.formats.torchscript import TorchScriptRunner
 class DiesOnceRunner(TorchScriptRunner):
     def run(self, inputs):
         marker = Path(os.environ["MODELPARITY_TEST_DIES_ONCE"])
-        first = not marker.exists()
         with open(marker, "a") as handle:
             handle.write(f"{os.getpid()}\n")
-        if first:
-            time.sleep(120)  # killed here by the test
+        try:  # one first attempt, also when b1 and b4 start at once: it names itself in .first
+            first = os.open(f"{marker}.first", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return super().run(inputs)
+        os.write(first, f"{os.getpid()}\n".encode())
+        os.close(first)
+        time.sleep(120)  # killed here by the test
         return super().run(inputs)
 
 
