@@ -17,27 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fixtures.shard import assign  # noqa: E402
-
-
-def family_costs(report: dict[str, Any]) -> dict[str, tuple[float, float, int]]:
-    """Per conversion family (MODEL::ROOT, the chain's first node): its conversions' seconds (each
-    built once: the steps built now), its checks' own seconds (`test_seconds` less any build
-    inside the check), and its weight as --shard counts it (checks plus conversions)."""
-    costs: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
-    for check in report["checks"]:
-        chain = check.get("chain") or [{"id": check["format"]}]
-        cost = costs[f"{check['model']}::{chain[0]['id']}"]
-        cost[0] += sum(s["build_seconds"] for s in check.get("build", []) if s.get("built_now"))
-        cost[1] += max(check.get("test_seconds", 0.0) - check.get("phases", {}).get("build", 0.0), 0.0)
-        cost[2] += 1 + sum(1 for s in check.get("build", []) if s.get("built_now"))
-    return {family: (c[0], c[1], int(c[2])) for family, c in costs.items()}
+from fixtures.shard import assign, family_costs  # noqa: E402
 
 
 def project(report: dict[str, Any], machines: list[int], cores: int) -> list[dict[str, Any]]:

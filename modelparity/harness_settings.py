@@ -4,7 +4,6 @@ with the same formats, store, timeouts and noise floors."""
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,15 +12,8 @@ from typing import Any
 from modelparity.checks.noise_floor import FloorFile
 from modelparity.formats import FormatGraph, build_graph
 from modelparity.harness import Harness
-from modelparity.remote_store import RemoteTier
+from modelparity.remote_store import RemoteTier, cache_folder
 from modelparity.store import ArtifactStore
-
-
-def absolute_reference(reference: str) -> str:
-    """A file reference ("models/x.py:build", "plugin.py") as an absolute path, so that a process
-    with another working folder (a Ray worker) finds it; a module reference as it is."""
-    path, colon, rest = reference.partition(":")
-    return f"{Path(path).resolve()}{colon}{rest}" if path.endswith(".py") else reference
 
 
 @dataclass(frozen=True)
@@ -54,9 +46,8 @@ class HarnessSettings:
                 raise ValueError(f"the artifact store is the folder {self.store} on {self.host}, which "
                                  f"{socket.gethostname()} cannot see: give checks that run on other "
                                  "machines a shared store (--store s3://bucket/prefix)")
-            where = f"{self.store_url} {self.store_options.get('endpoint_url', '')}"
-            digest = hashlib.sha1(where.encode()).hexdigest()[:12]
-            root = Path.home() / ".cache" / "modelparity" / "store-cache" / digest
+            root = (Path.home() / ".cache" / "modelparity" / "store-cache"
+                    / cache_folder(self.store_url, self.store_options))
         return ArtifactStore(root, self.rebuild_before, remote)
 
 

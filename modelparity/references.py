@@ -20,6 +20,16 @@ class BadReference(ImportError):
     """A reference cannot be resolved; the message names it and the fix."""
 
 
+def anchored(root: Path, reference: str) -> str:
+    """A file reference ("models/x.py:build", "plugin.py") against the folder it is relative to
+    (the project it belongs to; the working folder, for a process with another one: a Ray worker),
+    so that a run from elsewhere finds it; a module reference as it is."""
+    path, colon, rest = reference.partition(":")
+    if path.endswith(".py") and not Path(path).is_absolute():
+        return f"{root / path}{colon}{rest}"
+    return reference
+
+
 def split_reference(reference: str) -> tuple[str, str]:
     module, sep, attribute = reference.rpartition(":")
     if not sep or not module or not attribute:

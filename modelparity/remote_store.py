@@ -49,6 +49,12 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
+def cache_folder(url: str, options: Mapping[str, Any]) -> str:
+    """The name of a store URL's local cache folder: one per URL and endpoint (one bucket name on
+    two servers is two stores), so an entry taken from one is never counted as another's."""
+    return hashlib.sha1(f"{url} {options.get('endpoint_url', '')}".encode()).hexdigest()[:12]
+
+
 def _dead(holder: Mapping[str, Any]) -> bool:
     """Whether a lease's holder is gone: past its expiry, or a process of this host that is not
     running (a kill -9 on the same machine is seen at once)."""

@@ -203,8 +203,7 @@ class ArtifactStore:
         manifest = self.remote.manifest(key)
         if manifest is None:
             return None
-        if not _valid(manifest, key) or (self.rebuild_before is not None
-                                         and manifest["created"] < self.rebuild_before):
+        if not self._current(manifest, key):
             self._unusable[key] = str(manifest.get("build"))
             return None
         tmp = self._new_tmp(key)
@@ -288,11 +287,13 @@ class ArtifactStore:
             manifest = json.loads((final / MANIFEST).read_bytes())
         except (OSError, ValueError):  # missing, truncated, not UTF-8: not an entry
             return None
-        if not _valid(manifest, final.name):
-            return None
-        if self.rebuild_before is not None and manifest["created"] < self.rebuild_before:
-            return None
-        return manifest
+        return manifest if self._current(manifest, final.name) else None
+
+    def _current(self, manifest: Any, key: str) -> bool:
+        """Whether a parsed manifest (here or in the shared tier) is `key`'s entry and this run may
+        use it: not older than `rebuild_before`."""
+        return _valid(manifest, key) and (self.rebuild_before is None
+                                          or manifest["created"] >= self.rebuild_before)
 
     @contextmanager
     def _lock(self, key: str, wait: float) -> Iterator[None]:

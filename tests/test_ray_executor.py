@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from modelparity.formats import build_graph
-from modelparity.harness_settings import HarnessSettings, absolute_reference
+from modelparity.harness_settings import HarnessSettings
 from modelparity.ray_executor import missing_resources, task_options_problem, task_resources
+from modelparity.references import anchored
 
 from .conftest import ROOT, TINY
 
@@ -69,8 +70,8 @@ def test_another_host_needs_a_shared_store_and_caches_it_itself(tmp_path):
     shared = dataclasses.replace(settings, store_url=f"file://{tmp_path / 'shared'}")
     store = shared.store_here()
     assert store.remote is not None and ".cache/modelparity/store-cache" in str(store.root)
-    assert absolute_reference("models/x.py:build") == f"{Path.cwd() / 'models/x.py'}:build"
-    assert absolute_reference("package.module:build") == "package.module:build"
+    assert anchored(Path.cwd(), "models/x.py:build") == f"{Path.cwd() / 'models/x.py'}:build"
+    assert anchored(Path.cwd(), "package.module:build") == "package.module:build"
 
 
 @pytest.fixture(scope="module")
