@@ -15,6 +15,7 @@ import json
 import lzma
 import math
 import re
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -153,6 +154,14 @@ def refuse_non_finite(arrays: Mapping[str, np.ndarray]) -> None:
                                   "numbers beyond the dtype's range such as 1e400, are not finite)")
 
 
+# numpy parses every .npy header with ast.literal_eval, and CPython 3.11 keeps the AST constructor's
+# recursion depth in per-interpreter state: two threadpool threads parsing at once (a garbage
+# collection inside one lets the other run) can fail a good request with "SystemError: AST
+# constructor recursion depth mismatch" (cpython gh-106905; 1 of 1959 requests under 4 clients in CI
+# at bcee484). .npz bodies are decoded one at a time; inference already runs one at a time.
+NPZ_DECODING = threading.Lock()
+
+
 class InputDecoder:
     """Request bodies to the model's named arrays, within `limits`. `check` is the service's
     names/dtypes/shapes check (check_inputs unless a service replaces it), run on what a body
@@ -232,7 +241,7 @@ class InputDecoder:
             raise BadRequest(422, f"the .npz holds more than {len(names) + ZIP_SIGNATURE_SLACK} "
                                   f"members; the model takes {names}")
         try:
-            with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            with NPZ_DECODING, zipfile.ZipFile(io.BytesIO(body)) as archive:
                 declared = {}
                 for info in archive.infolist():
                     name = info.filename.removesuffix(".npy")

@@ -33,12 +33,14 @@ def test_latency_suite_writes_pytest_benchmark_json_with_what_ran_and_an_html_re
 
 def test_benchmark_compare_fail_gates_a_deployment_that_got_slower(run_latency, tmp_path, monkeypatch):
     """The slowed format sleeps MODELPARITY_TEST_DELAY before each call: 20 ms saved as the
-    baseline, the same again passes the 15% gate, 40 ms fails it."""
+    baseline, the same again passes a 50% gate, 40 ms (+100%) fails it. (At 15% the unchanged
+    re-run failed once in a fresh-clone CI at c9719ac: its median was 23.9 ms against 20.4 ms, +17%,
+    a sleep's overshoot on a busy 2-core machine; the gate is what is tested, not its width.)"""
     storage = f"file://{tmp_path / 'benchmarks'}"
     args = ("--model", f"{TINY}:build", "--format-plugin", str(BROKEN_FORMATS), "--formats",
             "onnx-dynamo-slowed", "--latency-batches", "1", "--latency-memory", "off",
             "--benchmark-storage", storage)
-    gate = ("--benchmark-compare", "--benchmark-compare-fail=median:15%")
+    gate = ("--benchmark-compare", "--benchmark-compare-fail=median:50%")
     monkeypatch.setenv("MODELPARITY_TEST_DELAY", "0.02")
     run_latency(*args, "--benchmark-save", "baseline").assert_outcomes(passed=1)
     same = run_latency(*args, *gate)

@@ -430,3 +430,44 @@ def test_an_exception_in_the_runtime_is_a_json_500_naming_it(non_finite_server):
         assert "input above 1000: the runtime gives up" in reason["message"], reason
         assert reason["error"] == f"RuntimeError: {reason['message']}"
     assert non_finite_server.client.get("/health").status_code == 200
+
+
+def test_npz_bodies_are_decoded_one_at_a_time(spec, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which CPython 3.11 cannot run in two threads
+    at once (a request failed with "SystemError: AST constructor recursion depth mismatch" under
+    load): the threadpool's decodes of .npz bodies never overlap there. ast.literal_eval is wrapped
+    to sleep inside (releasing the GIL, as a garbage collection's finalizer can) and count callers."""
+    import ast
+
+    from modelparity.serve_inputs import InputDecoder, Limits, check_inputs
+
+    decoder = InputDecoder(spec, Limits.of({}), check=lambda arrays: check_inputs(spec, arrays))
+    body = npz_bytes(good_inputs())
+    literal_eval, inside, most = ast.literal_eval, [0], [0]
+    count = threading.Lock()
+
+    def overlapping(source: Any) -> Any:
+        with count:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)
+        try:
+            return literal_eval(source)
+        finally:
+            with count:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "literal_eval", overlapping)
+    decoded: list[np.ndarray] = []
+
+    def client() -> None:
+        for _ in range(10):
+            decoded.append(decoder.decode_npz(body)["image"])
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(decoded) == 40 and all(np.array_equal(a, good_inputs()["image"]) for a in decoded)
+    assert most[0] == 1, f"{most[0]} threads parsed .npy headers at once"
