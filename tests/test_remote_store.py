@@ -219,3 +219,29 @@ def test_a_fetched_program_stays_executable(shared, tmp_path):
     shared().get_or_build("p", {}, build)
     fetched = shared().get_or_build("p", {}, build)
     assert not fetched.built_now and os.access(fetched.path / "program", os.X_OK)
+
+
+def test_a_workers_store_notice_reaches_the_terminal_and_the_report(run_parity, s3_server, tmp_path):
+    """The ONNX export's published files truncated, then a run on another machine (an empty cache)
+    under pytest-xdist: a worker rebuilds it (the controller never reads a conversion's entry), and
+    the controller prints and reports what the worker saw."""
+    from tests.conftest import TINY
+
+    options = [f"--store-option={name}={json.dumps(value)}" for name, value in s3_server.items()]
+    run = ("--model", f"{TINY}:build", "--formats", "onnx-dynamo-ort", "--store",
+           "s3://modelparity/notices", *options)
+    run_parity(*run, "--store-cache", str(tmp_path / "first")).assert_outcomes(passed=3)
+    tier = RemoteTier("s3://modelparity/notices", s3_server)
+    for manifest_path in tier.fs.find(tier._path("entries")):
+        manifest = json.loads(tier.fs.cat_file(manifest_path))
+        key = manifest_path.rsplit("/", 1)[1].removesuffix(".json")
+        for name in manifest["files"]:
+            if name.endswith(".onnx"):
+                path = tier.object_path(key, manifest["build"], name)
+                tier.fs.pipe_file(path, tier.fs.cat_file(path)[:1])
+    second = run_parity(*run, "--store-cache", str(tmp_path / "second"), "-n", "2")
+    second.assert_outcomes(passed=3)
+    second.stdout.fnmatch_lines(["modelparity: store: *.onnx has 1 bytes*published in its place"])
+    report = json.loads((second.reports / "parity.json").read_text())
+    assert any(".onnx has 1 bytes" in notice for notice in report["session"]["store_notices"]), \
+        report["session"]

@@ -82,10 +82,12 @@ def test_two_shards_merged_are_one_run_with_no_artifact_built_twice(run_parity, 
     assert (tmp_path / "merged" / "parity.html").is_file()
 
 
-def test_a_shard_left_empty_passes_with_its_empty_report(run_parity, tmp_path):
-    """Four jobs for three families: the fourth has nothing to do, and says so without failing CI."""
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_shard_left_empty_passes_with_its_empty_report(run_parity, tmp_path, workers):
+    """Four jobs for three families: the fourth has nothing to do, and says so without failing CI.
+    Under pytest-xdist the workers split and the controller, which collects nothing, is told."""
     result = run_parity("--model", f"{TINY}:build", "--formats", FORMATS, "--shard", "4/4",
-                        "--report-dir", str(tmp_path / "shard4"))
+                        "--report-dir", str(tmp_path / "shard4"), *workers)
     assert result.ret == 0, result.stdout.str()[-2000:]
     result.stdout.fnmatch_lines(["modelparity: shard 4/4: 0 of 3 conversion families, * checks"])
     report = json.loads((tmp_path / "shard4" / "parity.json").read_text())
