@@ -6,6 +6,7 @@ cluster has none of is not applicable, not pending forever)."""
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -87,8 +88,36 @@ def ray_cluster():
                     "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
                     "--temp-dir", temp], check=True, capture_output=True, env=env, timeout=180)
     yield f"127.0.0.1:{port}"
-    subprocess.run([str(RAY), "stop", "--force"], capture_output=True, env=env, timeout=120)
+    _stop_cluster(temp, port)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_cluster(temp: str, port: int) -> list[int]:
+    """SIGKILL this cluster's processes and no other's (`ray stop` stops every Ray cluster of the
+    user on the machine, a developer's own too): those whose command line names its --temp-dir (GCS,
+    raylet, the monitors) or its GCS address (the Ray Client server, a child of init), and their
+    descendants (the workers, which rename themselves)."""
+    ours = re.compile(rb"%s|--address=[\d.]+:%d\b" % (re.escape(temp.encode()), port))
+    parents: dict[int, int] = {}
+    doomed: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):  # gone meanwhile
+            continue
+        if ours.search(command):
+            doomed.add(int(entry.name))
+    while children := {pid for pid, parent in parents.items() if parent in doomed} - doomed:
+        doomed |= children
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return sorted(doomed)
 
 
 def _kill_first_attempt(marker: Path, killed: list[int], stop: threading.Event) -> None:
