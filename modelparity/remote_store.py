@@ -14,8 +14,9 @@ a partial one:
                                 so a second machine waits for the first instead of building again
 
 A stored failure is published like any entry (its manifest and build log), so a grid does not repeat
-a slow failure either. A lease outlives a killed builder only until it expires (the build timeout
-plus a margin); a waiter then takes it over.
+a slow failure either. Its holder renews the lease while it builds and uploads; a builder killed
+on another machine stops renewing, and its lease is taken over LEASE_TERM after the last renewal
+(on the builder's own host at once), not after the whole build timeout.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +36,8 @@ from typing import Any
 MANIFEST = "artifact.json"
 LEASE_POLL = 0.5  # seconds between a waiter's looks at the lease and the manifest
 LEASE_SETTLE = 1.0  # seconds a taker of a dead builder's lease waits before reading back who won
+LEASE_TERM = 120.0  # seconds a lease lasts unrenewed: well above clock skew between CI machines
+LEASE_RENEW = 20.0  # seconds between its holder's renewals
 
 
 class RemoteStoreError(RuntimeError):
@@ -171,23 +175,27 @@ class RemoteTier:
 
     @contextmanager
     def lease(self, key: str, wait: float, published: Callable[[], bool]) -> Iterator[bool]:
-        """Hold the key's lease while building (yields True), or yield False as soon as another
-        holder has published the entry. A lease past its expiry, or held by a process of this host
-        that is gone, is a dead builder's: taken over by overwriting it with this one's token and
-        reading it back after LEASE_SETTLE (of two takers, the later write holds it). Gives up with
-        an error naming the holder after `wait` seconds."""
+        """Hold the key's lease while building (yields True; renewed every LEASE_RENEW seconds
+        meanwhile), or yield False as soon as another holder has published the entry. A lease past
+        its expiry, or held by a process of this host that is gone, is a dead builder's: taken over
+        by overwriting it with this one's token and reading it back after LEASE_SETTLE (of two
+        takers, the later write holds it). Gives up with an error naming the holder after `wait`
+        seconds."""
         path, deadline = self.lease_path(key), time.monotonic() + wait
-        token = uuid.uuid4().hex
-        note = json.dumps({"holder": self.host, "host": socket.gethostname(), "pid": os.getpid(),
-                           "token": token, "since": time.time(), "expires": time.time() + wait}).encode()
-        holding = self._write(path, note, exclusive=True)
+        token, since = uuid.uuid4().hex, time.time()
+
+        def note() -> bytes:
+            return json.dumps({"holder": self.host, "host": socket.gethostname(), "pid": os.getpid(),
+                               "token": token, "since": since,
+                               "expires": time.time() + LEASE_TERM}).encode()
+        holding = self._write(path, note(), exclusive=True)
         while not holding:
             if published():
                 yield False
                 return
             holder = self._lease_holder(path)
             if holder is not None and _dead(holder):
-                self._write(path, note, exclusive=False)
+                self._write(path, note(), exclusive=False)
                 time.sleep(LEASE_SETTLE)
                 holding = (self._lease_holder(path) or {}).get("token") == token
                 continue
@@ -198,12 +206,37 @@ class RemoteTier:
                     f"gave up after {wait:g} s waiting for the lease {self.url}/leases/{key}.json: {who} "
                     "is building this artifact; let it finish, or raise --build-timeout")
             time.sleep(LEASE_POLL)
-            holding = self._write(path, note, exclusive=True)
+            holding = self._write(path, note(), exclusive=True)
+        if published():  # its holder published and released it between this one's looks
+            self._release(path, token)
+            yield False
+            return
+        done = threading.Event()
+        renewing = threading.Thread(target=self._renew, args=(path, token, note, done), daemon=True,
+                                    name=f"modelparity-lease-{key[:8]}")
+        renewing.start()
         try:
             yield True
         finally:
-            if (self._lease_holder(path) or {}).get("token") == token:  # not a taker's since
-                self._remove(path)
+            done.set()
+            renewing.join()
+            self._release(path, token)
+
+    def _release(self, path: str, token: str) -> None:
+        if (self._lease_holder(path) or {}).get("token") == token:  # not a taker's since
+            self._remove(path)
+
+    def _renew(self, path: str, token: str, note: Callable[[], bytes], done: threading.Event) -> None:
+        """Push the held lease's expiry on until `done`; stop if another machine took it over (this
+        one took too long to renew). A renewal that fails is tried again at the next one: the build
+        goes on, and at worst a waiter takes the lease and builds too (the first publication wins)."""
+        while not done.wait(LEASE_RENEW):
+            try:
+                if (self._lease_holder(path) or {}).get("token") != token:
+                    return
+                self._write(path, note(), exclusive=False)
+            except (RemoteStoreError, OSError):
+                continue
 
     def check_access(self) -> None:
         """Write, read and delete a probe under the URL: a missing bucket, wrong credentials or a

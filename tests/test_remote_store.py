@@ -245,3 +245,30 @@ def test_a_workers_store_notice_reaches_the_terminal_and_the_report(run_parity, 
     report = json.loads((second.reports / "parity.json").read_text())
     assert any(".onnx has 1 bytes" in notice for notice in report["session"]["store_notices"]), \
         report["session"]
+
+
+def test_a_held_lease_is_renewed_and_a_dead_one_lapses_after_its_term(shared, tmp_path, monkeypatch):
+    """With a 0.6 s term renewed every 0.15 s: a builder that takes 2 s keeps its lease (the second
+    machine waits and takes its entry: one build), while a lease nobody renews (its builder killed
+    on another host) is past its expiry one term after it was written, whatever the build timeout."""
+    import threading
+
+    from modelparity import remote_store
+
+    monkeypatch.setattr(remote_store, "LEASE_TERM", 0.6)
+    monkeypatch.setattr(remote_store, "LEASE_RENEW", 0.15)
+    counter = tmp_path / "count"
+    first, second = shared(), shared()
+
+    def slow(out: Path):
+        time.sleep(2)
+        return _build(counter)(out)
+    building = threading.Thread(target=first.get_or_build, args=("k", {}, slow))
+    building.start()
+    time.sleep(0.3)
+    holder = json.loads(second.remote.fs.cat_file(second.remote.lease_path("k")))
+    assert holder["expires"] - time.time() < 0.6, "the term, not the build timeout"
+    took = second.get_or_build("k", {}, _build(counter))
+    building.join()
+    assert not took.built_now and _built(counter) == 1, "the second machine waited for the first"
+    assert not second.remote.fs.exists(second.remote.lease_path("k")), "the lease is released"
