@@ -9,7 +9,8 @@ a partial one:
                                 publishers of one key never write over each other's files
   URL/entries/KE/KEY.json       its manifest, written last in one PUT (atomic on object storage):
                                 the entry exists once this exists, and it lists every file with its
-                                size and SHA-256, so a truncated upload is found and rebuilt
+                                size, SHA-256 and mode (and its empty folders), so a
+                                truncated upload is found and rebuilt
   URL/leases/KEY.json           who is building KEY now, created exclusively (S3's If-None-Match),
                                 so a second machine waits for the first instead of building again
 
@@ -153,6 +154,10 @@ class RemoteTier:
                         "another digest: a truncated or overwritten upload")
             if isinstance(expected.get("mode"), int):
                 target.chmod(expected["mode"] & 0o777)
+        for name in manifest.get("empty_folders", []):
+            if not isinstance(name, str) or not safe_name(name):
+                return f"its manifest names the folder {name!r}, outside the entry: not an entry"
+            (into / name).mkdir(parents=True, exist_ok=True)
         return None
 
     def publish(self, key: str, directory: Path, manifest: Mapping[str, Any], replace: bool) -> bool:
@@ -168,8 +173,12 @@ class RemoteTier:
             self._call(self.fs.put_file, str(path), self.object_path(key, build, name))
             files[name] = {"size": path.stat().st_size, "sha256": file_digest(path),
                            "mode": path.stat().st_mode & 0o777}  # a compiled program stays executable
+        # object storage has no folders: an empty one (a SavedModel's assets/, a plugin's cache
+        # folder its loader expects) is named in the manifest and made again on download
+        empty = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*")
+                       if p.is_dir() and not any(p.iterdir()))
         published = {**{k: v for k, v in manifest.items() if k != "built_now"}, "files": files,
-                     "published": time.time(), "published_by": self.host}
+                     "empty_folders": empty, "published": time.time(), "published_by": self.host}
         return self._write(self.manifest_path(key), json.dumps(published, default=str).encode(),
                            exclusive=not replace)
 

@@ -221,6 +221,28 @@ def test_a_fetched_program_stays_executable(shared, tmp_path):
     assert not fetched.built_now and os.access(fetched.path / "program", os.X_OK)
 
 
+def test_a_fetched_entry_keeps_its_empty_folders(shared, tmp_path):
+    """Object storage has no folders: a SavedModel's empty assets/ (or a plugin's cache folder) is
+    there where the entry is fetched, and a manifest naming a folder outside the entry is none."""
+    def build(out: Path):
+        (out / "saved_model.pb").write_bytes(b"graph")
+        (out / "assets").mkdir()
+        (out / "cache" / "engines").mkdir(parents=True)
+        return {}
+
+    first = shared()
+    first.get_or_build("f", {}, build)
+    fetched = shared().get_or_build("f", {}, build)
+    assert not fetched.built_now
+    assert (fetched.path / "assets").is_dir() and (fetched.path / "cache" / "engines").is_dir()
+    manifest = first.remote.manifest("f")
+    first.remote.fs.pipe_file(first.remote.manifest_path("f"), json.dumps(
+        {**manifest, "empty_folders": ["../../outside"]}).encode())
+    reader = shared()
+    assert reader.get_or_build("f", {}, build).built_now and "outside the entry" in reader.notices[0]
+    assert not (tmp_path / "outside").exists()
+
+
 def test_a_workers_store_notice_reaches_the_terminal_and_the_report(run_parity, s3_server, tmp_path):
     """The ONNX export's published files truncated, then a run on another machine (an empty cache)
     under pytest-xdist: a worker rebuilds it (the controller never reads a conversion's entry), and
